@@ -1,0 +1,141 @@
+"""The prepared-features directory: the contract between `prepare` / the synthetic generator
+(writers) and `train` / `evaluate` / `export` parity checks (readers). numpy only.
+
+    FEATURES_DIR/
+      manifest.json   {"format": "edge-ladder-features", "version": 1,
+                       "labels": ["ANG", ...], "n_mels": 80, "face_size": 48,
+                       "audio_fps": 100.0, "video_fps": 10.0, "source": "...",
+                       "clips": [{"id": "1001_DFA_ANG_XX", "actor": "1001", "label": 0,
+                                  "file": "clips/1001_DFA_ANG_XX.npz",
+                                  "audio_frames": 231, "video_frames": 23}, ...]}
+      splits.json     {"k": 5, "fold": 0, "folds": [[actors...], ...],
+                       "train": [actors...], "dev": [actors...], "test": [actors...]}
+      clips/ID.npz    audio      (T_a, n_mels) float32  log-mel (edge_ladder.frontend.log_mel)
+                      face       (T_v, S, S)   float16  standardised crops (frontend.face_crop)
+                      face_valid (T_v,)        bool     False where no face was found (crop = 0)
+
+Splits are by actor (speaker-independent): no actor is in two of train/dev/test.
+Every file is written atomically (temp file + rename), so an interrupted run leaves no
+half-written clip and can resume.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "edge-ladder-features"
+VERSION = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def write_clip(path: Path, audio: np.ndarray, face: np.ndarray, face_valid: np.ndarray) -> None:
+    """Write one clip's features atomically. audio (T_a, n_mels), face (T_v, S, S), face_valid (T_v,)."""
+    import io
+    if audio.ndim != 2 or face.ndim != 3 or face_valid.shape != (face.shape[0],):
+        raise ValueError(f"clip arrays must be audio (T_a, n_mels), face (T_v, S, S), face_valid (T_v,); "
+                         f"got {audio.shape}, {face.shape}, {face_valid.shape}")
+    buffer = io.BytesIO()
+    np.savez(buffer, audio=audio.astype(np.float32), face=face.astype(np.float16),
+             face_valid=face_valid.astype(bool))
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+@dataclass
+class Clip:
+    id: str
+    actor: str
+    label: int
+    audio: np.ndarray       # (T_a, n_mels) float32
+    face: np.ndarray        # (T_v, S, S) float32
+    face_valid: np.ndarray  # (T_v,) bool
+
+
+from .errors import EdgeLadderError
+
+
+class FeaturesError(EdgeLadderError, ValueError):
+    """A features directory is missing, malformed or from another version."""
+
+
+def read_manifest(features_dir: Path) -> dict:
+    path = Path(features_dir) / "manifest.json"
+    if not path.exists():
+        raise FeaturesError(f"{features_dir} is not a features directory: no manifest.json. "
+                            f"Create one with `edge-ladder prepare CREMA_D_DIR --out {features_dir}` "
+                            f"or `edge-ladder make-features {features_dir}` (synthetic).")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise FeaturesError(f"{path}: expected format {FORMAT!r} version {VERSION}; got "
+                            f"{manifest.get('format')!r} version {manifest.get('version')}. Re-run prepare.")
+    return manifest
+
+
+def read_splits(features_dir: Path) -> dict:
+    path = Path(features_dir) / "splits.json"
+    if not path.exists():
+        raise FeaturesError(f"{features_dir}: no splits.json. Re-run prepare (it writes the actor folds).")
+    return json.loads(path.read_text())
+
+
+def load_split(features_dir: Path, split: str) -> list[Clip]:
+    """All clips of one split ('train', 'dev', 'test' or 'all'), arrays loaded into memory."""
+    features_dir = Path(features_dir)
+    manifest = read_manifest(features_dir)
+    if split == "all":
+        actors = None
+    else:
+        splits = read_splits(features_dir)
+        if split not in ("train", "dev", "test"):
+            raise FeaturesError(f"split must be one of train, dev, test, all; got {split!r}")
+        actors = set(map(str, splits[split]))
+    clips = []
+    for entry in manifest["clips"]:
+        if actors is not None and str(entry["actor"]) not in actors:
+            continue
+        with np.load(features_dir / entry["file"]) as data:
+            clips.append(Clip(id=entry["id"], actor=str(entry["actor"]), label=int(entry["label"]),
+                              audio=data["audio"].astype(np.float32),
+                              face=data["face"].astype(np.float32),
+                              face_valid=data["face_valid"].astype(bool)))
+    return clips
+
+
+def actor_folds(actors, k: int = 5, fold: int = 0, seed: int = 0) -> dict:
+    """Speaker-independent split: actors are shuffled, dealt into k folds; fold `fold` is the
+    test set, the next fold is dev, the rest train."""
+    actors = sorted({str(a) for a in actors})
+    if len(actors) < 3:
+        raise FeaturesError(f"need at least 3 actors for train/dev/test splits; got {len(actors)}")
+    k = min(k, len(actors))
+    if not 0 <= fold < k:
+        raise FeaturesError(f"fold must be in [0, {k}); got {fold}")
+    order = np.random.default_rng(seed).permutation(len(actors))
+    folds = [sorted(actors[i] for i in order[f::k]) for f in range(k)]
+    dev_fold = (fold + 1) % k
+    train = sorted(a for f, members in enumerate(folds) if f not in (fold, dev_fold) for a in members)
+    return {"k": k, "fold": fold, "seed": seed, "folds": folds,
+            "train": train, "dev": folds[dev_fold], "test": folds[fold]}

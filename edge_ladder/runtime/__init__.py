@@ -1,0 +1,1 @@
+"""Deploy-time runtime: never imports torch."""

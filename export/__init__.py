@@ -1,0 +1,1 @@
+"""Export: checkpoint -> pruned module -> ONNX fp32/fp16 -> TensorRT engine (installed as edge_ladder.export)."""

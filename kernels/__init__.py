@@ -1,0 +1,1 @@
+"""Python binding of the kernels/ C library (installed as edge_ladder.kernels)."""
