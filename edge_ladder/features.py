@@ -139,3 +139,50 @@ def actor_folds(actors, k: int = 5, fold: int = 0, seed: int = 0) -> dict:
     train = sorted(a for f, members in enumerate(folds) if f not in (fold, dev_fold) for a in members)
     return {"k": k, "fold": fold, "seed": seed, "folds": folds,
             "train": train, "dev": folds[dev_fold], "test": folds[fold]}
+
+
+INPUT_NAMES = ("audio", "audio_mask", "face", "face_mask", "presence")
+OUTPUT_NAMES = ("logits", "probs")
+
+
+def batch_inputs(audio_list, face_list, face_valid_list, audio_present=None, face_present=None) -> dict:
+    """Pad variable-length clips into the model's five named inputs (numpy, float32):
+
+        audio      (B, T_a, n_mels)     log-mel frames, zero after each clip's end
+        audio_mask (B, T_a)             1.0 for real frames, 0.0 for padding
+        face       (B, T_v, 1, S, S)    standardised crops, zero where masked
+        face_mask  (B, T_v)             1.0 for frames with a detected face, 0.0 otherwise
+        presence   (B, 2)               [audio present, face present] per sample
+
+    T_a and T_v are the longest clip's lengths (at least 1, so an empty clip still has a shape).
+    A modality is present when it has at least one valid frame, unless the caller overrides it.
+    """
+    batch = len(audio_list)
+    if not (batch == len(face_list) == len(face_valid_list)) or batch == 0:
+        raise ValueError(f"need the same non-zero number of audio, face and face_valid arrays; got "
+                         f"{len(audio_list)}, {len(face_list)}, {len(face_valid_list)}")
+    n_mels = audio_list[0].shape[1]
+    size = face_list[0].shape[-1]
+    t_audio = max(1, max(a.shape[0] for a in audio_list))
+    t_video = max(1, max(f.shape[0] for f in face_list))
+    out = {
+        "audio": np.zeros((batch, t_audio, n_mels), np.float32),
+        "audio_mask": np.zeros((batch, t_audio), np.float32),
+        "face": np.zeros((batch, t_video, 1, size, size), np.float32),
+        "face_mask": np.zeros((batch, t_video), np.float32),
+        "presence": np.zeros((batch, 2), np.float32),
+    }
+    for i, (audio, face, valid) in enumerate(zip(audio_list, face_list, face_valid_list)):
+        valid = np.asarray(valid, bool)
+        out["audio"][i, :audio.shape[0]] = audio
+        out["audio_mask"][i, :audio.shape[0]] = 1.0
+        out["face"][i, :face.shape[0], 0] = np.where(valid[:, None, None], face, 0.0)
+        out["face_mask"][i, :face.shape[0]] = valid
+        out["presence"][i, 0] = float(audio.shape[0] > 0) if audio_present is None else float(audio_present[i])
+        out["presence"][i, 1] = float(valid.any()) if face_present is None else float(face_present[i])
+    return out
+
+
+def batch_clips(clips) -> dict:
+    """`batch_inputs` for a list of Clip objects."""
+    return batch_inputs([c.audio for c in clips], [c.face for c in clips], [c.face_valid for c in clips])
