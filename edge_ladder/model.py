@@ -1,0 +1,491 @@
+"""The cross-modal ladder network (train-time module; needs torch).
+
+Formulas: /work/shared/reference/ladder-network.md (Rasmus et al. 2015 + our cross-modal
+interpretation of Goncalves & Busso, ICASSP 2023). Structure, bottom to top:
+
+    audio (B, T_a, 80) --normalise (buffers)--> AudioBackbone  --masked mean--> (B, E)
+    face  (B, T_v, 1, 48, 48) --normalise-->    FaceBackbone   --masked mean--> (B, E)
+    presence (B, 2): a modality flagged absent is replaced by a learned "absent" vector (E,)
+
+    per modality m in {audio, face}: LadderEncoder
+        layer 0 (input):  z0 = BN(pooled)                      h0 = z0
+        layer l >= 1:     z  = BN(W_l h_{l-1})  [+ noise]      h  = relu(gamma_l * (z + beta_l))
+    joint (cross-modal) layer over concat(h_audio_top, h_face_top): same ladder layer
+    classifier: Linear(joint_dim, 6) -> logits in EMOTIONS order
+
+BN is always an explicit `nn.BatchNorm1d(affine=False)` followed by separate `gamma`/`beta`
+parameters, and `W_l` has no bias, so an exporter folds `BN -> gamma*(. + beta)` into `W_l`:
+    W' = diag(gamma / sqrt(running_var + eps)) W,  b' = gamma * (beta - running_mean / sqrt(running_var + eps)).
+
+Training runs two encoder passes sharing all weights (the backbones are noise-free, so they run
+once): a clean pass (batch statistics, which also update the running statistics) and a corrupted
+pass (its own batch statistics, Gaussian noise of std sigma added to every z, lateral skips).
+The classifier's cross-entropy is taken on the corrupted pass.
+
+Decoders (training only), our cross-modal interpretation:
+    joint:   u_J = BN(h~_J);  zhat_J = g_J(z~_J, u_J)                       reconstructs z_J
+    per modality m, top-down from zhat_J, lateral skips from m's corrupted encoder only:
+             u_m(L) = BN(V_m,top zhat_J);  u_m(l) = BN(V_m,l+1 zhat_m(l+1))
+             zhat_m(l) = g_m,l(z~_m(l), u_m(l))                              reconstructs z_m(l)
+    cross:   zhat_{m->n}(l) = X_{m->n,l} zhat_m(l)                           reconstructs z_n(l)
+             i.e. each decoder also reconstructs the *other* modality's clean layers, from its
+             own lateral information plus the joint top-down signal (the cross-modal task).
+    g is the Gaussian (vanilla) combinator with per-unit a1..a10 (a2, a7 start at 1).
+    C_d = mean over batch and units of (z_clean - zhat_BN)^2, where zhat_BN normalises zhat with
+    the clean pass's batch mean/variance of z_pre (as in Rasmus et al.'s implementation), eps 1e-10.
+    Loss = CE(corrupted logits) + sum_l lambda_l C_d(l). Ladder modes: "none" (lambda = 0,
+    decoders not run), "within" (joint + own-modality costs), "cross" (plus the cross costs).
+
+Inference (`LadderNet.inference_module()` / `LadderNet.forward`): clean backbones, encoders,
+joint layer and classifier with running BN statistics. No decoder parameter, no noise, no
+corrupted path. Only ops that ONNX opset 17 and TensorRT 8.5 take (Conv, MatMul, Relu,
+ReduceMean/Sum, BatchNormalization, Slice with steps, Max for the masked-mean denominator).
+
+Masking: padding never changes the output. Every conv input is multiplied by its validity mask,
+stride-2 convs (kernel 5, padding 2) downsample the mask as mask[:, ::2] (the output length
+ceil(T/2) matches), and masked means divide by max(sum(mask), 1).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ._deps import require
+from .errors import EdgeLadderError
+
+torch = require("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+from . import EMOTIONS  # noqa: E402
+
+CHECKPOINT_FORMAT = "edge-ladder-checkpoint"
+CHECKPOINT_VERSION = 1
+LADDER_MODES = ("none", "within", "cross")
+MODALITIES = ("audio", "face")
+
+
+@dataclass
+class ModelConfig:
+    n_classes: int = len(EMOTIONS)
+    audio_input: str = "logmel"        # "logmel": (B, T_a, audio_dim) frames through the conv backbone;
+                                       # "embedding": precomputed (B, T_a, audio_dim) features (wav2vec2-like)
+    audio_dim: int = 80                # mel bins, or the embedding width
+    face_input: str = "crops"          # "crops": (B, T_v, 1, S, S); "embedding": (B, T_v, face_dim)
+    face_size: int = 48
+    face_dim: int = 0                  # embedding width when face_input == "embedding"
+    audio_channels: int = 32
+    face_channels: tuple = (8, 16, 32)  # per-frame 2-D CNN, each conv stride 2: 48 -> 24 -> 12 -> 6
+    embed_dim: int = 32                # pooled backbone width E = ladder layer 0
+    encoder_dims: tuple = (32,)        # ladder encoder hidden layers per modality
+    joint_dim: int = 32
+
+    def __post_init__(self):
+        self.face_channels = tuple(self.face_channels)
+        self.encoder_dims = tuple(self.encoder_dims)
+        if self.audio_input not in ("logmel", "embedding"):
+            raise EdgeLadderError(f"audio_input must be 'logmel' or 'embedding'; got {self.audio_input!r}")
+        if self.face_input not in ("crops", "embedding"):
+            raise EdgeLadderError(f"face_input must be 'crops' or 'embedding'; got {self.face_input!r}")
+        if self.face_input == "embedding" and self.face_dim <= 0:
+            raise EdgeLadderError("face_input='embedding' needs face_dim > 0 (the embedding width)")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# "tiny": tests (a few seconds per epoch on 2 cores); "small": the demo default.
+PRESETS = {
+    "tiny": dict(audio_channels=16, face_channels=(8, 16, 16), embed_dim=24, encoder_dims=(24,), joint_dim=24),
+    "small": dict(audio_channels=48, face_channels=(12, 24, 32), embed_dim=48, encoder_dims=(48, 32), joint_dim=32),
+}
+
+
+def model_config(size: str = "small", **overrides) -> ModelConfig:
+    if size not in PRESETS:
+        raise EdgeLadderError(f"model size must be one of {', '.join(PRESETS)}; got {size!r}")
+    return ModelConfig(**{**PRESETS[size], **overrides})
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbones
+
+
+def masked_mean(x, mask):
+    """x (B, C, T), mask (B, T) 1/0 -> (B, C): mean over valid steps; 0 when none is valid."""
+    total = (x * mask[:, None, :]).sum(dim=2)                             # (B, C)
+    count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)                 # (B, 1)
+    return total / count
+
+
+class AudioBackbone(nn.Module):
+    """Temporal convs over normalised log-mel frames (or a per-frame projection of embeddings).
+
+    logmel:    (B, T, D) -> conv k5 -> conv k5 /2 -> conv k5 /2 -> masked mean -> (B, E)
+    embedding: (B, T, D) -> conv k1 (per-frame Linear) -> masked mean -> (B, E)
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        c, e, d = config.audio_channels, config.embed_dim, config.audio_dim
+        if config.audio_input == "logmel":
+            self.convs = nn.ModuleList([nn.Conv1d(d, c, 5, padding=2), nn.Conv1d(c, c, 5, stride=2, padding=2),
+                                        nn.Conv1d(c, e, 5, stride=2, padding=2)])
+        else:
+            self.convs = nn.ModuleList([nn.Conv1d(d, e, 1)])
+
+    def forward(self, frames, mask):
+        """frames (B, T, D) normalised, mask (B, T) -> pooled (B, E)."""
+        x = frames.transpose(1, 2)                                            # (B, D, T)
+        for conv in self.convs:
+            x = F.relu(conv(x * mask[:, None, :]))                            # (B, C, T')
+            if conv.stride[0] == 2:
+                mask = mask[:, ::2]                                           # (B, ceil(T/2))
+        return masked_mean(x, mask)                                           # (B, E)
+
+
+class FaceBackbone(nn.Module):
+    """Per-frame 2-D CNN over face crops, then a temporal conv, then a masked mean.
+
+    crops:     (B, T, 1, S, S) -> 3 x [conv3x3 /2 + relu] -> spatial mean -> (B, T, C)
+               -> temporal conv k3 + relu -> masked mean -> (B, E)
+    embedding: (B, T, D) -> temporal conv k3 + relu -> masked mean -> (B, E)
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.face_input == "crops":
+            channels = (1,) + config.face_channels
+            self.frame_convs = nn.ModuleList([nn.Conv2d(channels[i], channels[i + 1], 3, stride=2, padding=1)
+                                              for i in range(len(config.face_channels))])
+            width = config.face_channels[-1]
+        else:
+            self.frame_convs = nn.ModuleList()
+            width = config.face_dim
+        self.temporal = nn.Conv1d(width, config.embed_dim, 3, padding=1)
+
+    def forward(self, face, mask):
+        """face (B, T, 1, S, S) or (B, T, D) normalised, mask (B, T) -> pooled (B, E)."""
+        batch, steps = face.shape[0], face.shape[1]
+        if len(self.frame_convs):
+            x = face.reshape(batch * steps, 1, face.shape[-2], face.shape[-1])  # (B*T, 1, S, S)
+            for conv in self.frame_convs:
+                x = F.relu(conv(x))                                           # (B*T, C, S/2, S/2)
+            x = x.mean(dim=(2, 3)).reshape(batch, steps, -1)                  # (B, T, C)
+        else:
+            x = face                                                          # (B, T, D)
+        x = x.transpose(1, 2) * mask[:, None, :]                              # (B, C, T)
+        x = F.relu(self.temporal(x))                                          # (B, E, T)
+        return masked_mean(x, mask)                                           # (B, E)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ladder pieces
+
+
+def bn_running(bn, z):
+    """Normalise z (B, N) with bn's running statistics, whatever bn.training says."""
+    return F.batch_norm(z, bn.running_mean, bn.running_var, None, None, False, 0.0, bn.eps)
+
+
+def bn_batch(z, eps: float):
+    """Parameter-free batch normalisation with z's own batch statistics (no running update)."""
+    return F.batch_norm(z, None, None, None, None, True, 0.0, eps)
+
+
+def batch_stats(z):
+    """Batch mean and (biased) variance of z (B, N), each (N,)."""
+    return z.mean(dim=0), z.var(dim=0, unbiased=False)
+
+
+class LadderLayer(nn.Module):
+    """z = BN(W h) ; h' = act(gamma * (z + beta)).  W has no bias (BN removes it).
+
+    `bn` is BatchNorm1d(affine=False): the clean training pass updates its running statistics;
+    inference normalises with them. `input_layer=True` makes layer 0: z = BN(h) (no W), h' = z.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, input_layer: bool = False):
+        super().__init__()
+        self.input_layer = input_layer
+        self.linear = None if input_layer else nn.Linear(in_dim, out_dim, bias=False)
+        self.bn = nn.BatchNorm1d(out_dim, affine=False)
+        self.gamma = None if input_layer else nn.Parameter(torch.ones(out_dim))
+        self.beta = None if input_layer else nn.Parameter(torch.zeros(out_dim))
+
+    def pre(self, h):
+        return h if self.input_layer else self.linear(h)                      # (B, N)
+
+    def activate(self, z):
+        return z if self.input_layer else F.relu(self.gamma * (z + self.beta))
+
+    def infer(self, h):
+        """Inference: running statistics, no noise."""
+        return self.activate(bn_running(self.bn, self.pre(h)))
+
+    def clean(self, h):
+        """Clean training pass: batch statistics (updating the running ones). Returns
+        (h', z, mean, var) with mean/var the batch statistics of z_pre (0 and 1 for layer 0, as
+        in the reference implementations, where the input is not re-normalised)."""
+        z_pre = self.pre(h)
+        z = self.bn(z_pre) if self.training else bn_running(self.bn, z_pre)
+        if self.input_layer:  # z(0) is the input itself: its reconstruction is not re-normalised
+            mean, var = torch.zeros_like(z[0]), torch.ones_like(z[0]) - 1e-10
+        else:
+            mean, var = batch_stats(z_pre)
+        return self.activate(z), z, mean, var
+
+    def corrupted(self, h, noise_std: float):
+        """Corrupted pass: its own batch statistics, plus N(0, noise_std^2). Returns (h', z~)."""
+        z = bn_batch(self.pre(h), self.bn.eps)
+        z = z + noise_std * torch.randn_like(z)
+        return self.activate(z), z
+
+
+class Combinator(nn.Module):
+    """Gaussian (vanilla) combinator, per unit: zhat = (z~ - mu(u)) * v(u) + mu(u)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        init = torch.zeros(10, dim)
+        init[1] = 1.0   # a2
+        init[6] = 1.0   # a7
+        self.a = nn.Parameter(init)
+
+    def forward(self, z_noisy, u):
+        a = self.a
+        mu = a[0] * torch.sigmoid(a[1] * u + a[2]) + a[3] * u + a[4]
+        v = a[5] * torch.sigmoid(a[6] * u + a[7]) + a[8] * u + a[9]
+        return (z_noisy - mu) * v + mu
+
+
+def denoising_cost(z_clean, z_hat, mean, var):
+    """C_d = mean over batch and units of (z_clean - (z_hat - mean) / sqrt(var + 1e-10))^2."""
+    z_hat_bn = (z_hat - mean) / torch.sqrt(var + 1e-10)
+    return ((z_clean - z_hat_bn) ** 2).mean()
+
+
+class ModalityDecoder(nn.Module):
+    """Top-down decoder of one modality: from zhat_J to layer 0, with lateral skips from this
+    modality's corrupted encoder, plus cross heads reconstructing the other modality's layers."""
+
+    def __init__(self, dims: list, joint_dim: int, other_dims: list):
+        super().__init__()
+        top = len(dims) - 1
+        # V maps zhat(l+1) down to layer l; the top one maps the joint layer to layer L.
+        self.down = nn.ModuleList([nn.Linear(dims[l + 1] if l < top else joint_dim, dims[l], bias=False)
+                                   for l in range(len(dims))])
+        self.combinators = nn.ModuleList([Combinator(d) for d in dims])
+        self.cross = nn.ModuleList([nn.Linear(dims[l], other_dims[l]) for l in range(len(dims))])
+
+    def forward(self, z_hat_joint, z_noisy: list):
+        """-> lists (per layer 0..L) of own reconstructions zhat(l) and cross reconstructions."""
+        own = [None] * len(z_noisy)
+        above = z_hat_joint
+        for l in reversed(range(len(z_noisy))):
+            u = bn_batch(self.down[l](above), 1e-5)                            # (B, N_l)
+            own[l] = self.combinators[l](z_noisy[l], u)                       # (B, N_l)
+            above = own[l]
+        cross = [head(z) for head, z in zip(self.cross, own)]
+        return own, cross
+
+
+# ---------------------------------------------------------------------------------------------
+# The network
+
+
+class LadderNet(nn.Module):
+    """Cross-modal ladder network. `forward` is the inference path (see module docstring);
+    `training_losses` runs the clean + corrupted passes and the decoders."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        # input normalisation (per-feature mean/std of the train split), part of inference
+        self.register_buffer("audio_mean", torch.zeros(config.audio_dim))
+        self.register_buffer("audio_std", torch.ones(config.audio_dim))
+        face_width = 1 if config.face_input == "crops" else config.face_dim
+        self.register_buffer("face_mean", torch.zeros(face_width))
+        self.register_buffer("face_std", torch.ones(face_width))
+        self.audio_backbone = AudioBackbone(config)
+        self.face_backbone = FaceBackbone(config)
+        self.absent = nn.ParameterDict({m: nn.Parameter(torch.zeros(config.embed_dim)) for m in MODALITIES})
+        dims = [config.embed_dim, *config.encoder_dims]
+        self.layer_dims = dims
+        self.encoders = nn.ModuleDict({m: nn.ModuleList(
+            [LadderLayer(dims[0], dims[0], input_layer=True)]
+            + [LadderLayer(dims[i], dims[i + 1]) for i in range(len(dims) - 1)]) for m in MODALITIES})
+        self.joint = LadderLayer(2 * dims[-1], config.joint_dim)
+        self.classifier = nn.Linear(config.joint_dim, config.n_classes)
+        # training-only: decoders
+        self.joint_combinator = Combinator(config.joint_dim)
+        self.decoders = nn.ModuleDict({m: ModalityDecoder(dims, config.joint_dim, dims) for m in MODALITIES})
+
+    # -- shared bottom ----------------------------------------------------------------------------
+    def set_normalisation(self, audio_mean, audio_std, face_mean, face_std):
+        for name, value in (("audio_mean", audio_mean), ("audio_std", audio_std),
+                            ("face_mean", face_mean), ("face_std", face_std)):
+            buffer = getattr(self, name)
+            buffer.copy_(torch.as_tensor(value, dtype=buffer.dtype).reshape(buffer.shape))
+
+    def pooled(self, audio, audio_mask, face, face_mask, presence):
+        """Backbones + presence substitution -> {"audio": (B, E), "face": (B, E)}."""
+        audio = (audio - self.audio_mean) / self.audio_std                    # (B, T_a, D)
+        if self.config.face_input == "crops":
+            face = (face - self.face_mean[0]) / self.face_std[0]              # (B, T_v, 1, S, S)
+        else:
+            face = (face - self.face_mean) / self.face_std                    # (B, T_v, D)
+        embeddings = {"audio": self.audio_backbone(audio, audio_mask), "face": self.face_backbone(face, face_mask)}
+        for i, m in enumerate(MODALITIES):
+            present = presence[:, i:i + 1]                                    # (B, 1)
+            embeddings[m] = present * embeddings[m] + (1.0 - present) * self.absent[m]
+        return embeddings
+
+    # -- inference --------------------------------------------------------------------------------
+    def forward(self, audio, audio_mask, face, face_mask, presence):
+        """Inference path -> logits (B, n_classes). Running BN statistics, no noise."""
+        pooled = self.pooled(audio, audio_mask, face, face_mask, presence)
+        tops = []
+        for m in MODALITIES:
+            h = pooled[m]
+            for layer in self.encoders[m]:
+                h = layer.infer(h)
+            tops.append(h)
+        h_joint = self.joint.infer(torch.cat(tops, dim=1))                   # (B, J)
+        return self.classifier(h_joint)                                       # (B, n_classes)
+
+    def inference_module(self) -> "InferenceModel":
+        return InferenceModel(self)
+
+    # -- training ---------------------------------------------------------------------------------
+    def training_losses(self, audio, audio_mask, face, face_mask, presence, labels,
+                        noise_std: float = 0.3, lambdas=(1.0, 0.1), ladder: str = "cross") -> dict:
+        """Clean + corrupted passes and decoders.
+
+        lambdas[l] weighs layer l of each modality (l = 0 is the pooled input); the last value
+        repeats for deeper layers and weighs the joint layer.
+        Returns {"loss", "ce", "denoise" (unweighted sum of C_d), "logits" (corrupted)}.
+        """
+        if ladder not in LADDER_MODES:
+            raise EdgeLadderError(f"ladder must be one of {LADDER_MODES}; got {ladder!r}")
+        pooled = self.pooled(audio, audio_mask, face, face_mask, presence)
+        clean, noisy, tops_clean, tops_noisy = {}, {}, [], []
+        for m in MODALITIES:
+            h_c, h_n, clean[m], noisy[m] = pooled[m], pooled[m], [], []
+            for layer in self.encoders[m]:
+                h_c, z_c, mean, var = layer.clean(h_c)
+                h_n, z_n = layer.corrupted(h_n, noise_std)
+                clean[m].append((z_c, mean, var))
+                noisy[m].append(z_n)
+            tops_clean.append(h_c)
+            tops_noisy.append(h_n)
+        _, z_joint, joint_mean, joint_var = self.joint.clean(torch.cat(tops_clean, dim=1))
+        h_joint_noisy, z_joint_noisy = self.joint.corrupted(torch.cat(tops_noisy, dim=1), noise_std)
+        logits = self.classifier(h_joint_noisy)                               # (B, n_classes)
+        ce = F.cross_entropy(logits, labels)
+        denoise = logits.new_zeros(())
+        loss = ce
+        if ladder != "none":
+            weight = lambda l: lambdas[min(l, len(lambdas) - 1)]  # noqa: E731
+            z_hat_joint = self.joint_combinator(z_joint_noisy, bn_batch(h_joint_noisy, 1e-5))
+            cost = denoising_cost(z_joint, z_hat_joint, joint_mean, joint_var)
+            denoise = denoise + cost
+            loss = loss + lambdas[-1] * cost
+            for i, m in enumerate(MODALITIES):
+                other = MODALITIES[1 - i]
+                own, cross = self.decoders[m](z_hat_joint, noisy[m])
+                for l, z_hat in enumerate(own):
+                    z_c, mean, var = clean[m][l]
+                    cost = denoising_cost(z_c, z_hat, mean, var)
+                    denoise = denoise + cost
+                    loss = loss + weight(l) * cost
+                if ladder == "cross":
+                    for l, z_hat in enumerate(cross):
+                        z_c, mean, var = clean[other][l]
+                        cost = denoising_cost(z_c, z_hat, mean, var)
+                        denoise = denoise + cost
+                        loss = loss + weight(l) * cost
+        return {"loss": loss, "ce": ce, "denoise": denoise, "logits": logits}
+
+
+class InferenceModel(nn.Module):
+    """The deployable part of a LadderNet, sharing its weights (no copies):
+
+        audio_mean/audio_std/face_mean/face_std (buffers) -> audio_backbone, face_backbone
+        -> absent[m] substitution by presence -> encoders[m] (LadderLayer: linear (no bias),
+        bn (BatchNorm1d affine=False, running stats), gamma, beta, relu; layer 0 is bn only)
+        -> joint (LadderLayer) -> classifier (Linear) -> logits (B, 6).
+
+    forward(audio, audio_mask, face, face_mask, presence) -> logits. It always uses running BN
+    statistics (deterministic in any mode) and never touches decoders, combinators or noise.
+    """
+
+    def __init__(self, net: LadderNet):
+        super().__init__()
+        self.config = net.config
+        self.register_buffer("audio_mean", net.audio_mean)
+        self.register_buffer("audio_std", net.audio_std)
+        self.register_buffer("face_mean", net.face_mean)
+        self.register_buffer("face_std", net.face_std)
+        self.audio_backbone = net.audio_backbone
+        self.face_backbone = net.face_backbone
+        self.absent = net.absent
+        self.encoders = net.encoders
+        self.joint = net.joint
+        self.classifier = net.classifier
+        self.eval()
+
+    pooled = LadderNet.pooled
+    forward = LadderNet.forward
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def build_model(config: ModelConfig) -> LadderNet:
+    return LadderNet(config)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """-> (model in eval mode, checkpoint dict). The dict holds plain types and tensors only:
+    format, version, model (state_dict), model_config, train_config, labels, normalisation."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgeLadderError(f"checkpoint {path} does not exist. Train one with "
+                              f"`edge-ladder train FEATURES_DIR --out RUN_DIR` (writes RUN_DIR/checkpoint.pt).")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # unpickling error, truncated file, not a torch file
+        raise EdgeLadderError(f"{path} is not a readable edge-ladder checkpoint ({type(error).__name__}: "
+                              f"{error}). Expected the checkpoint.pt written by `edge-ladder train`.") from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise EdgeLadderError(f"{path}: expected an {CHECKPOINT_FORMAT!r} file written by `edge-ladder train`; "
+                              f"got {type(checkpoint).__name__} without that format tag.")
+    if checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise EdgeLadderError(f"{path}: checkpoint version {checkpoint.get('version')} is not supported "
+                              f"(this edge-ladder reads version {CHECKPOINT_VERSION}). Retrain.")
+    if tuple(checkpoint.get("labels", ())) != EMOTIONS:
+        raise EdgeLadderError(f"{path}: label order {checkpoint.get('labels')} differs from {EMOTIONS}.")
+    model = LadderNet(ModelConfig.from_dict(checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["model"])
+    model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
+    model.eval()
+    return model, checkpoint
+
+
+def checkpoint_dict(model: LadderNet, train_config: dict | None = None, **extra) -> dict:
+    """Plain-type checkpoint (loads with torch.load(weights_only=True))."""
+    config = asdict(model.config)
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": state,
+            "model_config": config, "train_config": dict(train_config or {}), "labels": list(EMOTIONS),
+            "normalisation": {k: state[k] for k in ("audio_mean", "audio_std", "face_mean", "face_std")},
+            **extra}
+
+
+__all__ = ["ModelConfig", "PRESETS", "model_config", "LadderNet", "InferenceModel", "build_model",
+           "load_checkpoint", "checkpoint_dict", "LADDER_MODES", "masked_mean"]

@@ -1,0 +1,421 @@
+"""Train the cross-modal ladder network: `edge-ladder train FEATURES_DIR --out RUN_DIR`.
+
+Reads a features directory (edge_ladder.features), trains on its train split, keeps the best
+checkpoint by dev loss, and writes
+
+    RUN_DIR/checkpoint.pt    best weights + model config + train config + labels + normalisation
+    RUN_DIR/last.pt          the latest epoch with optimizer state (for --resume)
+    RUN_DIR/metrics.json     {"dev": report, "test": report, "best_epoch", "history", ...}
+                             report = edge_ladder.metrics.classification_report of the best checkpoint
+    RUN_DIR/confusion.png    test-split confusion matrix
+
+Every file is written atomically. The loop reseeds the RNGs at the start of every epoch from
+(seed, epoch), so `--resume` after an interruption gives the same weights as a run that was
+never interrupted. Multi-process training: `torchrun --nproc-per-node N -m edge_ladder.train ...`
+(gloo on CPU, nccl on CUDA); each process takes 1/N of every epoch, rank 0 writes the files.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from . import EMOTIONS
+from .errors import EdgeLadderError
+from .features import atomic_write_bytes, atomic_write_json, batch_clips, load_split, read_manifest
+
+
+@dataclass
+class TrainConfig:
+    features_dir: str = ""
+    out_dir: str = "run"
+    epochs: int = 20
+    model_size: str = "small"
+    seed: int = 0
+    progress: bool = True
+    batch_size: int = 32              # AuxFormer/VAVL setting; BN needs >= 2 per step
+    lr: float = 2e-3                  # ladder reference: Adam 2e-3, linear decay over the last third
+    ladder: str = "cross"             # none (lambda = 0) | within (own modality) | cross (full)
+    modalities: str = "av"            # av | audio | video: "audio" trains with faces flagged absent
+    modality_dropout: float = 0.2     # per modality and sample (AuxFormer); never both at once
+    noise_std: float = 0.3            # corrupted-path Gaussian noise (ladder reference)
+    lambdas: tuple = (1.0, 0.1)       # C_d weights: layer 0 (pooled input), then hidden + joint.
+                                      # The reference's 1000 on pixels would drown our 6-way CE.
+    weight_decay: float = 0.0
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    amp: bool = False                 # float16 autocast + GradScaler, CUDA only
+    resume: bool = False              # continue from out_dir/last.pt
+    stop_after_epoch: int = 0         # >0: stop cleanly after this epoch (time-sliced jobs, tests)
+    eval_batch_size: int = 64
+
+    def __post_init__(self):
+        self.lambdas = tuple(float(x) for x in self.lambdas)
+        if self.ladder not in ("none", "within", "cross"):
+            raise EdgeLadderError(f"--ladder must be none, within or cross; got {self.ladder!r}")
+        if self.modalities not in ("av", "audio", "video"):
+            raise EdgeLadderError(f"--modalities must be av, audio or video; got {self.modalities!r}")
+        if self.batch_size < 2:
+            raise EdgeLadderError(f"--batch-size must be >= 2 (batch normalisation); got {self.batch_size}")
+        if self.epochs < 1:
+            raise EdgeLadderError(f"--epochs must be >= 1; got {self.epochs}")
+        if not 0.0 <= self.modality_dropout < 0.5:
+            raise EdgeLadderError(f"modality_dropout must be in [0, 0.5); got {self.modality_dropout}")
+        if not self.lambdas:
+            raise EdgeLadderError("lambdas needs at least one value")
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _torch():
+    from ._deps import require
+    return require("torch")
+
+
+def resolve_device(name: str, amp: bool):
+    torch = _torch()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EdgeLadderError(f"--device {name} asked for CUDA but torch sees no GPU "
+                              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}). Use --device cpu.")
+    if amp and device.type != "cuda":
+        raise EdgeLadderError(f"--amp needs a CUDA device (float16 autocast); the device is {device}. "
+                              f"Drop --amp or use --device cuda.")
+    return device
+
+
+def to_tensors(batch: dict, device) -> dict:
+    torch = _torch()
+    return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+
+
+def apply_modalities(presence, modalities: str):
+    """Flag the unused modality absent for audio-only / video-only training and evaluation."""
+    if modalities == "audio":
+        presence[:, 1] = 0.0
+    elif modalities == "video":
+        presence[:, 0] = 0.0
+    return presence
+
+
+def modality_dropout(presence, p: float):
+    """Per sample: drop audio with prob p, else face with prob p/(1-p) (never both). (B, 2)."""
+    torch = _torch()
+    if p <= 0:
+        return presence
+    r = torch.rand(presence.shape[0], device=presence.device)
+    drop_audio = (r < p) & (presence[:, 1] > 0)
+    drop_face = (r >= p) & (r < 2 * p) & (presence[:, 0] > 0)
+    presence = presence.clone()
+    presence[drop_audio, 0] = 0.0
+    presence[drop_face, 1] = 0.0
+    return presence
+
+
+def normalisation_stats(clips) -> dict:
+    """Per-mel-bin mean/std of all train audio frames; one mean/std over valid face pixels."""
+    audio = np.concatenate([c.audio for c in clips if c.audio.shape[0]], axis=0)          # (N, 80)
+    faces = [c.face[c.face_valid] for c in clips if c.face_valid.any()]
+    face = np.concatenate(faces, axis=0) if faces else np.zeros((1, 1, 1), np.float32)
+    return {"audio_mean": audio.mean(0), "audio_std": np.maximum(audio.std(0), 1e-3),
+            "face_mean": np.array([face.mean()]), "face_std": np.array([max(float(face.std()), 1e-3)])}
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Constant, then linear decay to 0 over the last third of the steps (ladder reference)."""
+    decay_start = total_steps * 2 // 3
+    if step < decay_start:
+        return config.lr
+    return config.lr * max(0.0, (total_steps - step) / max(1, total_steps - decay_start))
+
+
+def save_torch(obj, path: Path) -> None:
+    torch = _torch()
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def predict(model, clips, device, batch_size: int = 64, presence=None, modalities: str = "av"):
+    """Inference-path logits (N, 6) float32 numpy for a list of Clip. presence: None (from the
+    data), or (N, 2) array overriding it."""
+    torch = _torch()
+    model.eval()
+    net = model.inference_module() if hasattr(model, "inference_module") else model
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(clips), batch_size):
+            batch = batch_clips(clips[start:start + batch_size])
+            if presence is not None:
+                batch["presence"] = np.asarray(presence[start:start + batch_size], np.float32)
+            tensors = to_tensors(batch, device)
+            tensors["presence"] = apply_modalities(tensors["presence"], modalities)
+            out.append(net(**tensors).float().cpu().numpy())
+    return np.concatenate(out, axis=0) if out else np.zeros((0, len(EMOTIONS)), np.float32)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def plot_confusion(report: dict, path: Path, title: str) -> None:
+    from ._deps import require
+    matplotlib = require("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    matrix = np.asarray(report["confusion"])
+    labels = list(report["per_class"])
+    fig, ax = plt.subplots(figsize=(5, 4.4))
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}\nmacro-F1 {report['macro_f1']:.3f}, accuracy {report['accuracy']:.3f}")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def train(config: TrainConfig) -> Path:
+    """Train; write RUN_DIR/checkpoint.pt, last.pt, metrics.json, confusion.png -> RUN_DIR."""
+    torch = _torch()
+    from .metrics import classification_report
+    from .model import LadderNet, checkpoint_dict, load_checkpoint, model_config
+
+    # -- distributed setup (torchrun sets WORLD_SIZE / RANK / LOCAL_RANK) -----------------------
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = resolve_device(config.device, config.amp)
+    if world > 1:
+        import torch.distributed as dist
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    is_main = rank == 0
+
+    run_dir = Path(config.out_dir)
+    features_dir = Path(config.features_dir)
+    read_manifest(features_dir)
+    train_clips = load_split(features_dir, "train")
+    dev_clips = load_split(features_dir, "dev")
+    test_clips = load_split(features_dir, "test")
+    if len(train_clips) < 2 or not dev_clips:
+        raise EdgeLadderError(f"{features_dir}: need >= 2 train clips and >= 1 dev clip; got "
+                              f"{len(train_clips)} train, {len(dev_clips)} dev. Generate more actors.")
+    train_labels = np.array([c.label for c in train_clips])
+    dev_labels = np.array([c.label for c in dev_clips])
+
+    torch.manual_seed(config.seed)
+    model = LadderNet(model_config(config.model_size, audio_dim=train_clips[0].audio.shape[1],
+                                   face_size=train_clips[0].face.shape[-1])).to(device)
+    stats = normalisation_stats(train_clips)
+    model.set_normalisation(**stats)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
+
+    per_rank = len(train_clips) // world
+    steps_per_epoch = max(1, math.ceil(per_rank / config.batch_size))
+    total_steps = steps_per_epoch * config.epochs
+    config_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+
+    start_epoch, best_dev_loss, best_epoch, history = 1, math.inf, 0, []
+    last_path = run_dir / "last.pt"
+    if config.resume:
+        if not last_path.exists():
+            raise EdgeLadderError(f"--resume: {last_path} does not exist; run without --resume to start.")
+        state = torch.load(last_path, map_location=device, weights_only=True)
+        for key in ("model_size", "ladder", "modalities", "batch_size", "seed", "lr", "epochs"):
+            if state["train_config"][key] != config_dict[key]:
+                raise EdgeLadderError(f"--resume: {last_path} was trained with {key}={state['train_config'][key]!r}, "
+                                      f"this run asks for {config_dict[key]!r}. Use the same settings or a new --out.")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch = state["epoch"] + 1
+        best_dev_loss, best_epoch, history = state["best_dev_loss"], state["best_epoch"], list(state["history"])
+
+    step_model = _train_step_class()(model)
+    if world > 1:  # decoders / cross heads get no gradient in the none / within ablations
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, find_unused_parameters=config.ladder != "cross")
+
+    progress = None
+    if config.progress and is_main:
+        from tqdm import tqdm
+        progress = tqdm(total=total_steps, initial=(start_epoch - 1) * steps_per_epoch, unit="step",
+                        desc="train", dynamic_ncols=True)
+    for epoch in range(start_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        # every epoch reseeds from (seed, epoch): resume gives the uninterrupted run's result
+        torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + rank)
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(train_clips))
+        order = order[rank::world][:per_rank]
+        model.train()
+        sums = {"loss": 0.0, "ce": 0.0, "denoise": 0.0}
+        for step in range(steps_per_epoch):
+            index = order[step * config.batch_size:(step + 1) * config.batch_size]
+            if len(index) < 2:  # batch norm needs two samples
+                continue
+            batch = to_tensors(batch_clips([train_clips[i] for i in index]), device)
+            labels = torch.from_numpy(train_labels[index]).to(device)
+            presence = apply_modalities(batch.pop("presence"), config.modalities)
+            batch["presence"] = modality_dropout(presence, config.modality_dropout)
+            lr = learning_rate(config, (epoch - 1) * steps_per_epoch + step, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device.type, dtype=torch.float16, enabled=config.amp):
+                out = step_model(batch, labels, config.noise_std, config.lambdas, config.ladder)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(out["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            for key in sums:
+                sums[key] += float(out[key].detach()) / steps_per_epoch
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(epoch=epoch, loss=f"{float(out['loss']):.3f}", ce=f"{float(out['ce']):.3f}")
+
+        if is_main:
+            dev_logits = predict(model, dev_clips, device, config.eval_batch_size, modalities=config.modalities)
+            dev_loss = cross_entropy(dev_logits, dev_labels)
+            dev_f1 = classification_report(dev_labels, dev_logits.argmax(1))["macro_f1"]
+            history.append({"epoch": epoch, "lr": lr, "train_loss": sums["loss"], "train_ce": sums["ce"],
+                            "train_denoise": sums["denoise"], "dev_loss": dev_loss, "dev_macro_f1": dev_f1,
+                            "seconds": time.perf_counter() - started})
+            if dev_loss < best_dev_loss:
+                best_dev_loss, best_epoch = dev_loss, epoch
+                save_torch(checkpoint_dict(model, config_dict, epoch=epoch, dev_loss=dev_loss), run_dir / "checkpoint.pt")
+            save_torch({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                        "best_dev_loss": best_dev_loss, "best_epoch": best_epoch, "history": history,
+                        "train_config": config_dict}, last_path)
+            if progress is not None:
+                progress.write(f"epoch {epoch:3d}  train loss {sums['loss']:.3f} (ce {sums['ce']:.3f}, "
+                               f"denoise {sums['denoise']:.3f})  dev loss {dev_loss:.3f}  dev macro-F1 {dev_f1:.3f}")
+        if world > 1:
+            torch.distributed.barrier()
+        if config.stop_after_epoch and epoch >= config.stop_after_epoch and epoch < config.epochs:
+            if progress is not None:
+                progress.close()
+            return run_dir
+    if progress is not None:
+        progress.close()
+
+    if is_main:
+        best, _ = load_checkpoint(run_dir / "checkpoint.pt", map_location=device)
+        metrics = {}
+        for split, clips in (("dev", dev_clips), ("test", test_clips)):
+            if not clips:
+                continue
+            logits = predict(best, clips, device, config.eval_batch_size, modalities=config.modalities)
+            metrics[split] = classification_report([c.label for c in clips], logits.argmax(1))
+        if "test" in metrics:
+            plot_confusion(metrics["test"], run_dir / "confusion.png",
+                           f"test split ({len(test_clips)} clips, held-out actors)")
+        metrics.update({"best_epoch": best_epoch, "best_dev_loss": best_dev_loss,
+                        "train_seconds": sum(h["seconds"] for h in history), "history": history,
+                        "train_config": config_dict})
+        atomic_write_json(run_dir / "metrics.json", metrics)
+    if world > 1:
+        torch.distributed.barrier()
+    return run_dir
+
+
+def _train_step_class():
+    torch = _torch()
+
+    class TrainStep(torch.nn.Module):
+        """Wraps LadderNet.training_losses as forward, so DistributedDataParallel hooks it."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, batch, labels, noise_std, lambdas, ladder):
+            return self.model.training_losses(**batch, labels=labels, noise_std=noise_std,
+                                              lambdas=lambdas, ladder=ladder)
+    return TrainStep
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig()
+    parser.add_argument("features_dir", metavar="FEATURES_DIR", help="prepared features (prepare / make-features)")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="output run directory")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--ladder", choices=("none", "within", "cross"), default=defaults.ladder,
+                        help="none: lambda=0; within: own-modality reconstruction; cross: full (default)")
+    parser.add_argument("--modalities", choices=("av", "audio", "video"), default=defaults.modalities)
+    parser.add_argument("--model-size", choices=("tiny", "small"), default=defaults.model_size)
+    parser.add_argument("--modality-dropout", type=float, default=defaults.modality_dropout)
+    parser.add_argument("--noise-std", type=float, default=defaults.noise_std)
+    parser.add_argument("--lambdas", type=float, nargs="+", default=list(defaults.lambdas),
+                        help="denoising weights: layer 0, then hidden layers and joint (last repeats)")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(features_dir=args.features_dir, out_dir=args.out, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, ladder=args.ladder, modalities=args.modalities,
+                       model_size=args.model_size, modality_dropout=args.modality_dropout,
+                       noise_std=args.noise_std, lambdas=tuple(args.lambdas), resume=args.resume,
+                       device=args.device, amp=args.amp, seed=args.seed, progress=not args.no_progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = train(config_from_args(args))
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists() and int(os.environ.get("RANK", "0")) == 0:
+        metrics = json.loads(metrics_path.read_text())
+        for split in ("dev", "test"):
+            if split in metrics:
+                m = metrics[split]
+                print(f"{split:5s} macro-F1 {m['macro_f1']:.3f}  precision {m['macro_precision']:.3f}  "
+                      f"recall {m['macro_recall']:.3f}  accuracy {m['accuracy']:.3f}")
+        print(f"wrote {run_dir / 'checkpoint.pt'} (best epoch {metrics['best_epoch']}) and {metrics_path}")
+    return 0
+
+
+def main(argv=None) -> int:  # `torchrun -m edge_ladder.train FEATURES_DIR --out RUN_DIR ...`
+    parser = argparse.ArgumentParser(prog="edge_ladder.train", description="train (torchrun entry point)")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())
