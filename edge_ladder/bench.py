@@ -346,9 +346,12 @@ class RuntimeRunner(Runner):
         self.label, self.backend, self.path = spec.label, spec.backend, spec.path
         self.model = runtime.load(spec.path, backend=spec.backend)
         self.info = {"runtime": type(self.model).__name__}
+        for attribute in ("providers", "intra_op_threads"):
+            if hasattr(self.model, attribute):
+                self.info[attribute] = getattr(self.model, attribute)
 
     def __call__(self, inputs: dict) -> Dict[str, float]:
-        result = self.model.predict(**inputs)
+        result = self.model.predict(inputs)
         return {k: float(v) for k, v in (result.timings or {}).items() if isinstance(v, (int, float))}
 
 
@@ -363,7 +366,9 @@ class TorchRunner(Runner):
         self.label, self.backend, self.path = spec.label, spec.backend, spec.path
         self.model, _ckpt = load_checkpoint(spec.path)
         self.model.eval()
-        self.info = {"torch_threads": self.torch.get_num_threads(), "mode": "eval, no_grad, eager, full model"}
+        self.info = {"torch": self.torch.__version__, "torch_threads": self.torch.get_num_threads(),
+                     "mode": "full training model (decoders included), eval, no_grad, eager forward",
+                     "parameters": sum(p.numel() for p in self.model.parameters())}
 
     def __call__(self, inputs: dict) -> Dict[str, float]:
         torch = self.torch
@@ -483,8 +488,10 @@ def benchmark(models: Sequence, *, batch: int = 1, shapes: Optional[Dict[str, tu
               window_s: float = WINDOW_S, warmup_ms: float = 200.0, iterations: int = 10,
               duration_s: float = 3.0, compare: bool = False, preprocess: bool = False,
               seed: int = 0, env: bool = True, tegrastats_interval_ms: int = 100,
-              backend: Optional[str] = None, progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Benchmark one or more models. `models`: paths, 'PATH@BACKEND' strings or ModelSpec.
+              backend: Optional[str] = None, progress: Optional[Callable[[str], None]] = None,
+              clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Benchmark one or more models. `models`: paths, 'PATH@BACKEND' strings, ModelSpec or
+    already-loaded Runner objects.
 
     Without `compare` the models run one after another (each its own warm-up and loop); with it
     they run interleaved and the report has `speedup`. One model: the report is that model's
@@ -493,7 +500,7 @@ def benchmark(models: Sequence, *, batch: int = 1, shapes: Optional[Dict[str, tu
     from .benchenv import TegrastatsSampler, capture_environment, summarize_tegrastats
     if batch < 1:
         raise BenchError(f"--batch must be >= 1; got {batch}")
-    specs = [m if isinstance(m, ModelSpec) else parse_model_spec(str(m), backend) for m in models]
+    specs = [m if isinstance(m, (ModelSpec, Runner)) else parse_model_spec(str(m), backend) for m in models]
     if compare and len(specs) < 2:
         raise BenchError(f"--compare needs at least two models; got {len(specs)}. "
                          f"Add another MODEL, e.g. the checkpoint and its model.onnx")
@@ -505,8 +512,9 @@ def benchmark(models: Sequence, *, batch: int = 1, shapes: Optional[Dict[str, tu
 
     runners = []
     for spec in specs:
-        say(f"loading {spec.label} ({spec.path})")
-        runners.append(open_runner(spec))
+        if not isinstance(spec, Runner):
+            say(f"loading {spec.label} ({spec.path})")
+        runners.append(spec if isinstance(spec, Runner) else open_runner(spec))
     pool = input_pool(shapes, seed=seed)
     raw_pool, pre_fn, pre_name = None, None, None
     if preprocess:
@@ -523,7 +531,7 @@ def benchmark(models: Sequence, *, batch: int = 1, shapes: Optional[Dict[str, tu
         sampler = TegrastatsSampler(tegrastats_interval_ms) if env else None
         with sampler if sampler is not None else contextlib.nullcontext():
             records = measure([runners[i] for i in group], pool, warmup_ms=warmup_ms, iterations=iterations,
-                              duration_s=duration_s, preprocess=pre_fn, raw_pool=raw_pool)
+                              duration_s=duration_s, preprocess=pre_fn, raw_pool=raw_pool, clock=clock)
         for i, record in zip(group, records):
             runs[i] = run_report(runners[i], record, batch=batch, shapes=shapes, env=environment)
             if pre_name:

@@ -130,7 +130,7 @@ def parse_nv_tegra_release(text: str) -> str | None:
 
 def parse_nvpmodel(text: str) -> dict | None:
     """`nvpmodel -q` output ('NV Power Mode: MAXN\\n0') -> {'name': 'MAXN', 'id': 0}."""
-    match = re.search(r"NV Power Mode:\s*(\S+)\s*(?:\n\s*(\d+))?", text or "")
+    match = re.search(r"NV Power Mode:[ \t]*(\S+)[ \t]*(?:\r?\n[ \t]*(\d+))?", text or "")
     if not match:
         return None
     return {"name": match.group(1), "id": int(match.group(2)) if match.group(2) else None}
@@ -213,7 +213,8 @@ _SWAP = re.compile(r"\bSWAP (\d+)/(\d+)MB")
 _GR3D = re.compile(r"\bGR3D_FREQ (\d+)%(?:@\[?([\d,]+)\]?)?")
 _EMC = re.compile(r"\bEMC_FREQ (\d+)%(?:@(\d+))?")
 _CPU = re.compile(r"\bCPU \[([^\]]*)\]")
-_RAIL = re.compile(r"\b((?:VDD|VIN|POM)_[A-Z0-9_]+|VIN)\s+(\d+)(?:mW)?/(\d+)(?:mW)?")
+# power rails: 'VDD_IN 7216mW/6904mW' (JetPack 5+: now/average), 'POM_5V_IN 3123/3098' (JetPack 4)
+_RAIL = re.compile(r"\b((?:VDD|VDDQ|VIN|POM)(?:_[A-Z0-9_]+)?)\s+(\d+)(?:mW)?/(\d+)(?:mW)?(?=\s|$)")
 _TEMP = re.compile(r"\b([a-zA-Z0-9_]+)@(-?[\d.]+)C\b")
 _STAMP = re.compile(r"^(\d\d-\d\d-\d{4} \d\d:\d\d:\d\d)\s")
 # Rails that measure the whole module input, best first. Orin Nano/NX: VDD_IN; TX2/Nano:
