@@ -31,7 +31,7 @@ class FaceDetector:
     max_reuse:     track() reuses the last box for up to this many consecutive missed frames.
     """
 
-    def __init__(self, min_size: int = 32, scale_factor: float = 1.1, min_neighbors: int = 4,
+    def __init__(self, min_size: int = 48, scale_factor: float = 1.2, min_neighbors: int = 3,
                  detect_width: int | None = 320, max_reuse: int = 5, cascade: str = DEFAULT_CASCADE):
         cv2 = require("cv2")
         path = Path(cascade)
