@@ -63,8 +63,50 @@ def _scale_output(layer, scale, shift):
         layer.bias = torch.nn.Parameter(new_bias, requires_grad=False)
 
 
+def _batchnorm_scale_shift(node, modules, attrs):
+    """(scale, shift, description) when `node` is an eval-mode batch norm with known statistics
+    (an nn.BatchNorm module or F.batch_norm on get_attr buffers), else None."""
+    torch = require("torch")
+    nn = torch.nn
+    if node.op == "call_module" and isinstance(modules.get(node.target), (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+        bn = modules[node.target]
+        if bn.running_mean is None:
+            return None
+        scale, shift = _bn_scale_shift(bn)
+        return scale, shift, node.target
+    if node.op == "call_function" and node.target is torch.nn.functional.batch_norm:
+        names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+        args = dict(zip(names, node.args))
+        args.update(node.kwargs)
+        if args.get("training", False):
+            return None
+        tensors = []
+        for key in ("running_mean", "running_var", "weight", "bias"):
+            value = args.get(key)
+            if value is None:
+                tensors.append(None)
+            elif getattr(value, "op", None) == "get_attr" and value.target in attrs:
+                tensors.append(attrs[value.target].detach())
+            else:
+                return None
+        mean, var, weight, bias = tensors
+        if mean is None or var is None:
+            return None
+        inv_std = torch.rsqrt(var + args.get("eps", 1e-5))
+        scale = inv_std * (weight if weight is not None else 1.0)
+        shift = (bias if bias is not None else 0.0) - mean * scale
+        return scale, shift, node.args[1].target.rsplit(".", 1)[0]
+    return None
+
+
 def fold_batchnorm(module):
-    """Return (folded module, list of folded patterns as strings). The input is not modified."""
+    """Return (folded torch.fx.GraphModule, list of what was folded). The input is not modified.
+
+    Patterns (all exact algebra on eval-mode statistics):
+      Linear/Conv -> BN                    BN into the producer's weight and bias
+      Linear -> (+ vector) / (* vector)    per-output-feature affine into the Linear
+      BN -> Linear  (BN with no producer)  BN into the consumer: W' = W diag(s), b' = b + W t
+    """
     torch = require("torch")
     fx = torch.fx
     nn = torch.nn
@@ -73,55 +115,63 @@ def fold_batchnorm(module):
     except Exception as error:  # data-dependent control flow: leave the module unfolded
         return module, [f"not folded: torch.fx could not trace the module ({type(error).__name__}: {error})"]
     modules = dict(traced.named_modules())
+    attrs = {**dict(traced.named_parameters()), **dict(traced.named_buffers())}
+    producers = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
     folded = []
-    bn_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-    conv_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
-    def single_user(node):
-        return len(node.users) == 1
+    def only_user(node):
+        return next(iter(node.users)) if len(node.users) == 1 else None
 
+    # 1. Linear/Conv -> BN, and BN -> Linear
     for node in list(traced.graph.nodes):
-        if node.op != "call_module" or not isinstance(modules.get(node.target), bn_types):
+        found = _batchnorm_scale_shift(node, modules, attrs)
+        if found is None:
             continue
-        bn = modules[node.target]
+        scale, shift, name = found
         producer = node.args[0]
-        if not (isinstance(producer, fx.Node) and producer.op == "call_module"
-                and isinstance(modules.get(producer.target), conv_types) and single_user(producer)):
+        consumer = only_user(node)
+        if (isinstance(producer, fx.Node) and producer.op == "call_module"
+                and isinstance(modules.get(producer.target), producers) and only_user(producer) is node):
+            _scale_output(modules[producer.target], scale, shift)
+            node.replace_all_uses_with(producer)
+            folded.append(f"{name} -> {producer.target}")
+        elif (consumer is not None and consumer.op == "call_module" and isinstance(modules.get(consumer.target), nn.Linear)
+              and consumer.args[0] is node and modules[consumer.target].in_features == scale.numel()):
+            layer = modules[consumer.target]
+            with torch.no_grad():
+                bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
+                new_bias = bias + layer.weight @ shift
+                layer.weight.mul_(scale[None, :])
+                layer.bias = nn.Parameter(new_bias, requires_grad=False)
+            consumer.replace_input_with(node, producer)
+            folded.append(f"{name} -> {consumer.target} (forward)")
+        else:
             continue
-        if not bn.track_running_stats or bn.running_mean is None:
-            continue
-        layer = modules[producer.target]
-        scale, shift = _bn_scale_shift(bn)
-        _scale_output(layer, scale, shift)
-        node.replace_all_uses_with(producer)
         traced.graph.erase_node(node)
-        folded.append(f"{producer.target} <- {node.target}")
 
-    # Linear followed by per-feature + beta / * gamma (get_attr vectors of size out_features)
-    params = dict(traced.named_parameters())
+    # 2. Linear -> (+ beta) -> (* gamma): per-feature vectors fold into the Linear
+    adds = (operator.add, torch.add)
+    muls = (operator.mul, torch.mul)
     for node in list(traced.graph.nodes):
         if node.op != "call_module" or not isinstance(modules.get(node.target), nn.Linear):
             continue
         layer = modules[node.target]
-        current = node
-        while single_user(current):
-            user = next(iter(current.users))
-            if user.op != "call_function" or user.target not in (operator.add, operator.mul, torch.add, torch.mul) \
-                    or len(user.args) != 2 or user.kwargs:
+        while (user := only_user(node)) is not None:
+            if user.op != "call_function" or user.target not in adds + muls or len(user.args) != 2 or user.kwargs:
                 break
-            other = user.args[1] if user.args[0] is current else user.args[0]
-            if not (isinstance(other, fx.Node) and other.op == "get_attr" and other.target in params):
+            other = user.args[1] if user.args[0] is node else user.args[0]
+            if not (isinstance(other, fx.Node) and other.op == "get_attr" and other.target in attrs):
                 break
-            vector = params[other.target].detach()
+            vector = attrs[other.target].detach()
             if vector.shape != (layer.out_features,):
                 break
-            if user.target in (operator.add, torch.add):
+            if user.target in adds:
                 _scale_output(layer, torch.ones_like(vector), vector)
             else:
                 _scale_output(layer, vector, torch.zeros_like(vector))
-            user.replace_all_uses_with(current)
+            user.replace_all_uses_with(node)
             traced.graph.erase_node(user)
-            folded.append(f"{node.target} <- {'+' if user.target in (operator.add, torch.add) else '*'} {other.target}")
+            folded.append(f"{'+' if user.target in adds else '*'} {other.target} -> {node.target}")
     traced.graph.eliminate_dead_code()
     traced.graph.lint()
     traced.recompile()

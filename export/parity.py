@@ -1,0 +1,189 @@
+"""Checks of an exported file against its reference, through ONNX Runtime (CPU).
+
+fp32: max |ONNX - torch| over logits and probs, on held-out clips and fresh random inputs with odd
+      lengths (T_a = 97); the bar is 1e-4.
+fp16: argmax agreement with the fp32 file (>= 99.5 %) and max |probs_fp16 - probs_fp32|
+      (<= 1e-2), and, the flash-attention way, the fp16 file's error against the fp32 torch
+      reference must stay within FP16_K x the error of a plain torch half-precision run of the
+      same module (torch `.half()` on CPU where it runs, else autocast bfloat16; `reference`
+      says which).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .._deps import require
+from ..errors import EdgeLadderError
+from ..features import INPUT_NAMES, batch_clips, load_split
+
+FP32_MAX_ABS_ERROR = 1e-4
+FP16_MIN_ARGMAX_AGREEMENT = 0.995
+FP16_MAX_PROB_ERROR = 1e-2
+FP16_K = 3.0          # fp16 file error <= K x torch-half error (+ FP16_ATOL for near-exact cases)
+FP16_ATOL = 1e-4
+
+
+class ParityError(EdgeLadderError):
+    """An exported file does not reproduce its reference within the stated tolerance."""
+
+
+def onnx_session(path: Path):
+    ort = require("onnxruntime")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, inputs: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, probs), both float32 (B, 6)."""
+    logits, probs = session.run(["logits", "probs"], {n: inputs[n] for n in INPUT_NAMES})
+    return logits, probs
+
+
+def run_torch(module, inputs: dict, dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, probs) of a torch inference module, float32 numpy; `dtype` casts inputs (half)."""
+    torch = require("torch")
+    tensors = [torch.as_tensor(inputs[n]) for n in INPUT_NAMES]
+    if dtype is not None:
+        tensors = [t.to(dtype) for t in tensors]
+    with torch.no_grad():
+        logits = module(*tensors).float()
+    return logits.numpy(), torch.softmax(logits, dim=-1).numpy()
+
+
+def split_batches(features_dir: Path, split: str, batch_size: int = 16) -> tuple[list[dict], np.ndarray]:
+    """Held-out clips as padded input batches, and their labels."""
+    clips = load_split(Path(features_dir), split)
+    if not clips:
+        raise EdgeLadderError(f"split {split!r} of {features_dir} has no clips; choose another --split")
+    batches = [batch_clips(clips[i:i + batch_size]) for i in range(0, len(clips), batch_size)]
+    return batches, np.array([c.label for c in clips])
+
+
+def random_batches(seed: int = 0) -> list[dict]:
+    """Fresh random inputs with odd sizes, partial masks and a missing modality per batch."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for batch, t_audio, t_video in ((3, 97, 9), (1, 198, 20), (2, 31, 3)):
+        inputs = {
+            "audio": rng.normal(-4.0, 3.0, (batch, t_audio, 80)).astype(np.float32),
+            "audio_mask": np.ones((batch, t_audio), np.float32),
+            "face": rng.normal(0.0, 1.0, (batch, t_video, 1, 48, 48)).astype(np.float32),
+            "face_mask": (rng.random((batch, t_video)) > 0.2).astype(np.float32),
+            "presence": np.ones((batch, 2), np.float32),
+        }
+        inputs["face_mask"][:, 0] = 1.0
+        if batch > 1:
+            inputs["audio_mask"][1, t_audio // 2:] = 0.0     # a shorter clip, padded
+            inputs["audio"][1, t_audio // 2:] = 0.0
+            inputs["presence"][-1, 1] = 0.0                   # no face at all
+            inputs["face_mask"][-1] = 0.0
+            inputs["face"][-1] = 0.0
+        out.append(inputs)
+    return out
+
+
+def fp32_parity(module, onnx_path: Path, batches: list[dict]) -> dict:
+    """Max/mean abs error of the fp32 file's logits and probs against the torch module."""
+    session = onnx_session(onnx_path)
+    errors = []
+    for inputs in batches:
+        ref_logits, ref_probs = run_torch(module, inputs)
+        logits, probs = run_onnx(session, inputs)
+        errors.append(np.concatenate([np.abs(logits - ref_logits).ravel(), np.abs(probs - ref_probs).ravel()]))
+    errors = np.concatenate(errors)
+    return {"max_abs_error": float(errors.max()), "mean_abs_error": float(errors.mean()),
+            "tolerance": FP32_MAX_ABS_ERROR, "samples": int(sum(len(b["audio"]) for b in batches))}
+
+
+def torch_half_reference(module, batches: list[dict]) -> tuple[str, list[np.ndarray]]:
+    """probs of a plain torch half-precision run: `.half()` if every op runs in half on this
+    CPU, else autocast bfloat16. Returns (what was used, probs per batch)."""
+    torch = require("torch")
+    import copy
+    half = copy.deepcopy(module).half()
+    try:
+        return "torch .half() (fp16, CPU)", [run_torch(half, b, torch.float16)[1] for b in batches]
+    except RuntimeError:
+        pass
+    out = []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for b in batches:
+            out.append(run_torch(module, b)[1])
+    return "torch autocast bfloat16 (CPU has no fp16 kernel for some op)", out
+
+
+def fp16_parity(module, fp32_path: Path, fp16_path: Path, batches: list[dict]) -> dict:
+    """Agreement of the fp16 file with the fp32 file, and its error against the torch fp32
+    reference relative to a torch half-precision run's error."""
+    s32, s16 = onnx_session(fp32_path), onnx_session(fp16_path)
+    reference_name, half_probs = torch_half_reference(module, batches)
+    agree, count, err_vs_fp32, err_vs_ref, err_half = 0, 0, [], [], []
+    for inputs, probs_half in zip(batches, half_probs):
+        _, probs32 = run_onnx(s32, inputs)
+        _, probs16 = run_onnx(s16, inputs)
+        _, probs_ref = run_torch(module, inputs)
+        agree += int((probs16.argmax(1) == probs32.argmax(1)).sum())
+        count += len(probs16)
+        err_vs_fp32.append(np.abs(probs16 - probs32).ravel())
+        err_vs_ref.append(np.abs(probs16 - probs_ref).ravel())
+        err_half.append(np.abs(probs_half - probs_ref).ravel())
+    err_vs_fp32, err_vs_ref, err_half = map(np.concatenate, (err_vs_fp32, err_vs_ref, err_half))
+    return {
+        "argmax_agreement": agree / count,
+        "max_prob_error": float(err_vs_fp32.max()),
+        "mean_prob_error": float(err_vs_fp32.mean()),
+        "max_prob_error_vs_torch_fp32": float(err_vs_ref.max()),
+        "torch_half_reference": reference_name,
+        "torch_half_max_prob_error": float(err_half.max()),
+        "torch_half_mean_prob_error": float(err_half.mean()),
+        "k": FP16_K,
+        "tolerance": {"argmax_agreement": FP16_MIN_ARGMAX_AGREEMENT, "max_prob_error": FP16_MAX_PROB_ERROR},
+        "samples": count,
+    }
+
+
+def check_fp32(report: dict, what: str) -> None:
+    if report["max_abs_error"] > FP32_MAX_ABS_ERROR:
+        raise ParityError(f"{what}: fp32 ONNX differs from the torch module by {report['max_abs_error']:.3g} "
+                          f"(max; mean {report['mean_abs_error']:.3g}); expected <= {FP32_MAX_ABS_ERROR:g}. "
+                          f"An exporter or folding bug: re-run with --no-fold to isolate it.")
+
+
+def check_fp16(report: dict, what: str) -> None:
+    problems = []
+    if report["argmax_agreement"] < FP16_MIN_ARGMAX_AGREEMENT:
+        problems.append(f"argmax agreement {report['argmax_agreement']:.4f} < {FP16_MIN_ARGMAX_AGREEMENT}")
+    if report["max_prob_error"] > FP16_MAX_PROB_ERROR:
+        problems.append(f"max prob error {report['max_prob_error']:.3g} > {FP16_MAX_PROB_ERROR:g}")
+    bound = FP16_K * report["torch_half_max_prob_error"] + FP16_ATOL
+    if report["max_prob_error_vs_torch_fp32"] > bound:
+        problems.append(f"error vs torch fp32 {report['max_prob_error_vs_torch_fp32']:.3g} > "
+                        f"{FP16_K:g} x {report['torch_half_reference']} error "
+                        f"{report['torch_half_max_prob_error']:.3g} + {FP16_ATOL:g}")
+    if problems:
+        raise ParityError(f"{what}: fp16 ONNX is not accurate enough: " + "; ".join(problems) +
+                          ". Add the offending op to export/fp16.py FP32_BLOCK_LIST.")
+
+
+def _metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
+    from ..metrics import classification_report
+    return {**classification_report(labels, predictions), "n": int(len(labels))}
+
+
+def evaluate_onnx(onnx_path: Path, features_dir: Path, split: str = "test", batch_size: int = 16) -> dict:
+    """Classification metrics of an ONNX file (fp32 or fp16) on a split, through ONNX Runtime CPU:
+    edge_ladder.metrics.classification_report (macro_f1, accuracy, per_class, confusion) + 'n'."""
+    session = onnx_session(onnx_path)
+    batches, labels = split_batches(features_dir, split, batch_size)
+    predictions = np.concatenate([run_onnx(session, b)[0].argmax(1) for b in batches])
+    return _metrics(labels, predictions)
+
+
+def evaluate_torch(module, features_dir: Path, split: str = "test", batch_size: int = 16) -> dict:
+    """The same metrics for a torch inference module, on the same batches."""
+    batches, labels = split_batches(features_dir, split, batch_size)
+    predictions = np.concatenate([run_torch(module, b)[0].argmax(1) for b in batches])
+    return _metrics(labels, predictions)

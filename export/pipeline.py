@@ -1,0 +1,141 @@
+"""The export chain as one call: checkpoint -> prune -> fold BN -> model.onnx -> model.fp16.onnx,
+each stage checked, everything recorded in export.json.
+
+    EXPORT_DIR/model.onnx        fp32, opset 17, named I/O, dynamic B/T_a/T_v
+    EXPORT_DIR/model.fp16.onnx   strongly-typed FP16 (fp32 I/O), for TensorRT 10.12+/11
+    EXPORT_DIR/export.json       params, MACs, opset, I/O signature, parity, profile, sha256s
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from pathlib import Path
+
+from .._deps import require
+from ..errors import EdgeLadderError
+from ..features import atomic_write_json
+from . import flops, fp16, onnx_export, opcheck, parity, prune
+from .shapes import DEFAULT_PROFILE
+
+FORMAT = "edge-ladder-export"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def training_macs(model, inputs: dict) -> int:
+    """MACs of one training forward (clean + corrupted passes + decoders, `training_losses` with
+    ladder='cross'), backward not counted; on a copy so running statistics stay untouched."""
+    torch = require("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+    train_model = copy.deepcopy(model).train()
+    tensors = {n: torch.as_tensor(v) for n, v in inputs.items()}
+    labels = torch.zeros(tensors["audio"].shape[0], dtype=torch.long)
+    batch = torch.cat([tensors[n] for n in ("audio",)]).shape[0]
+    if batch < 2:  # batch statistics need two samples: count per sample on a pair
+        tensors = {n: torch.cat([t, t]) for n, t in tensors.items()}
+        labels = torch.cat([labels, labels])
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        train_model.training_losses(**tensors, labels=labels, ladder="cross")
+    return int(counter.get_total_flops()) // 2 // (2 if batch < 2 else 1)
+
+
+def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test", opset: int = 17,
+                      fold: bool = True, log=print) -> dict:
+    """Run the whole export chain; returns the export.json dict (also written to out_dir).
+    `features_dir`: held-out clips for the parity checks and the macro-F1 comparison (random
+    inputs are always checked too). Raises ParityError/OpsetError when a file is not right."""
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    if opset > opcheck.MAX_OPSET:
+        raise EdgeLadderError(f"--opset {opset} is newer than TensorRT 8.5's parser reads (<= {opcheck.MAX_OPSET}); "
+                              f"use --opset {opcheck.MAX_OPSET}")
+    if opset < 13:
+        raise EdgeLadderError(f"--opset {opset} is too old for this exporter (needs >= 13); use --opset 17")
+    onnx = require("onnx")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    # 1. prune and fold
+    model, inference, ckpt = prune.load_inference(checkpoint)
+    reference = flops.reference_inputs()
+    if fold:
+        deployable, folded = prune.fold_batchnorm(inference)
+    else:
+        deployable, folded = inference, ["not folded (--no-fold)"]
+    counts = {
+        "params": {"training": flops.count_params(model), "inference": flops.count_params(deployable),
+                   "inference_before_folding": flops.count_params(inference)},
+        "flops": {"convention": "MACs of matrix products and convolutions (1 MAC = multiply + add; "
+                                "FLOPs = 2 x MACs), element-wise ops not counted; training = one forward "
+                                "of the clean + corrupted passes and decoders (no backward)",
+                  "reference_input": {"batch": 1, "audio_frames": flops.REFERENCE_AUDIO_FRAMES,
+                                      "video_frames": flops.REFERENCE_VIDEO_FRAMES},
+                  "training_macs": training_macs(model, reference),
+                  "inference_macs": flops.count_macs(deployable, reference)},
+    }
+    counts["flops"]["training"] = 2 * counts["flops"]["training_macs"]
+    counts["flops"]["inference"] = 2 * counts["flops"]["inference_macs"]
+    log(f"pruned: {counts['params']['training']:,} -> {counts['params']['inference']:,} parameters, "
+        f"{counts['flops']['training_macs']:,} -> {counts['flops']['inference_macs']:,} MACs at a 2 s window "
+        f"(T_a={flops.REFERENCE_AUDIO_FRAMES}, T_v={flops.REFERENCE_VIDEO_FRAMES}); folded {len(folded)} affine ops")
+
+    # 2. fp32 ONNX
+    if features_dir is not None:
+        held_out, _ = parity.split_batches(features_dir, split)
+    else:
+        held_out = []
+    batches = held_out + parity.random_batches(seed=int(time.time()) % 10_000)
+    fp32_path, fp16_path = out_dir / "model.onnx", out_dir / "model.fp16.onnx"
+    fp32_model = onnx_export.export_onnx(deployable, flops.reference_inputs(batch=2, audio_frames=97,
+                                                                            video_frames=9), fp32_path, opset)
+    ops_fp32 = opcheck.check_trt85(fp32_model, str(fp32_path))
+    fp32_report = parity.fp32_parity(inference, fp32_path, batches)
+    parity.check_fp32(fp32_report, str(fp32_path))
+    log(f"{fp32_path}: max |onnx - torch| = {fp32_report['max_abs_error']:.2e} "
+        f"(mean {fp32_report['mean_abs_error']:.2e}) over {fp32_report['samples']} samples")
+
+    # 3. fp16 ONNX
+    precision = fp16.convert_file(fp32_path, fp16_path)
+    fp16_model = onnx.load(str(fp16_path))
+    ops_fp16 = opcheck.check_trt85(fp16_model, str(fp16_path))
+    fp16_report = parity.fp16_parity(inference, fp32_path, fp16_path, batches)
+    parity.check_fp16(fp16_report, str(fp16_path))
+    log(f"{fp16_path}: argmax agreement {fp16_report['argmax_agreement']:.4f}, max |p16 - p32| = "
+        f"{fp16_report['max_prob_error']:.2e} (mean {fp16_report['mean_prob_error']:.2e}); vs torch fp32 "
+        f"{fp16_report['max_prob_error_vs_torch_fp32']:.2e}, {fp16_report['torch_half_reference']} "
+        f"{fp16_report['torch_half_max_prob_error']:.2e}")
+
+    # 4. task metrics on the split
+    evaluation = None
+    if features_dir is not None:
+        evaluation = {"split": split,
+                      "torch": parity.evaluate_torch(inference, features_dir, split),
+                      "onnx_fp32": parity.evaluate_onnx(fp32_path, features_dir, split),
+                      "onnx_fp16": parity.evaluate_onnx(fp16_path, features_dir, split)}
+        log(f"macro-F1 on {split}: torch {evaluation['torch']['macro_f1']:.4f}, fp32 ONNX "
+            f"{evaluation['onnx_fp32']['macro_f1']:.4f}, fp16 ONNX {evaluation['onnx_fp16']['macro_f1']:.4f}")
+
+    signature = onnx_export.io_signature(fp32_model)
+    report = {
+        "format": FORMAT, "version": 1,
+        "checkpoint": {"path": str(checkpoint.resolve()), "sha256": sha256_file(checkpoint)},
+        **counts,
+        "folded": folded,
+        "opset": opset,
+        "inputs": signature["inputs"], "outputs": signature["outputs"],
+        "files": {"fp32": {"path": fp32_path.name, "sha256": sha256_file(fp32_path), "ops": ops_fp32},
+                  "fp16": {"path": fp16_path.name, "sha256": sha256_file(fp16_path), "ops": ops_fp16,
+                           "precision": precision}},
+        "parity": {"fp32": fp32_report, "fp16": fp16_report},
+        "evaluation": evaluation,
+        "profile": {key: dict(value) for key, value in DEFAULT_PROFILE.items()},
+        "seconds": round(time.time() - started, 2),
+    }
+    atomic_write_json(out_dir / "export.json", report)
+    return report
