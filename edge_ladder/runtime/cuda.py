@@ -1,0 +1,148 @@
+"""pycuda with the device's PRIMARY context, pushed and popped around every call.
+
+pycuda.autoinit creates a fresh (non-primary) context that is current only in the importing
+thread; TensorRT, ONNX Runtime's CUDA provider and the CUDA runtime API all use the primary
+context. So we retain the primary context once and push/pop it around every native call, from
+whichever thread makes it. Nothing here runs at import: pycuda is imported on first use.
+
+CUDA graphs go through the driver API (libcuda via ctypes: cuStreamBeginCapture_v2,
+cuStreamEndCapture, cuGraphInstantiateWithFlags, cuGraphLaunch) on pycuda's stream handle,
+because that C API is the same on every CUDA 11.4-13 Jetson.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import threading
+from types import ModuleType
+from typing import Optional
+
+from .._deps import require
+from .base import ModelLoadError
+
+_init_lock = threading.Lock()
+_initialised = False
+
+
+def driver() -> ModuleType:
+    """pycuda.driver, initialised once (cuInit), never pycuda.autoinit."""
+    global _initialised
+    require("pycuda")
+    cuda = require("pycuda.driver")
+    with _init_lock:
+        if not _initialised:
+            cuda.init()
+            _initialised = True
+    return cuda
+
+
+class PrimaryContext:
+    """The primary CUDA context of one device, usable from any thread:
+
+        ctx = PrimaryContext(0)
+        with ctx.active():
+            ...  # allocations, copies, TensorRT calls
+    """
+
+    def __init__(self, device_index: int = 0):
+        cuda = driver()
+        count = cuda.Device.count()
+        if not 0 <= device_index < count:
+            raise ModelLoadError(f"CUDA device {device_index} does not exist; this machine has {count} "
+                                 f"device(s) (indices 0..{count - 1}).")
+        self.cuda = cuda
+        self.device_index = device_index
+        self.device = cuda.Device(device_index)
+        self.context = self.device.retain_primary_context()
+        self._released = False
+
+    @property
+    def name(self) -> str:
+        return self.device.name()
+
+    @property
+    def compute_capability(self) -> tuple:
+        return tuple(self.device.compute_capability())
+
+    @contextlib.contextmanager
+    def active(self):
+        """Make the primary context current in this thread for the block, then restore."""
+        if self._released:
+            raise ModelLoadError("this model was closed; load it again.")
+        self.context.push()
+        try:
+            yield self
+        finally:
+            self.cuda.Context.pop()
+
+    def release(self) -> None:
+        """Drop our reference to the primary context (the driver frees it with the last one)."""
+        if not self._released:
+            self.context.detach()
+            self._released = True
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA graphs through the driver API
+
+_CAPTURE_MODE_THREAD_LOCAL = 1   # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+_libcuda: Optional[ctypes.CDLL] = None
+
+
+def _cuda_lib() -> ctypes.CDLL:
+    global _libcuda
+    if _libcuda is None:
+        for name in ("libcuda.so.1", "libcuda.so"):
+            try:
+                _libcuda = ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+        else:
+            raise ModelLoadError("CUDA graphs need the CUDA driver library libcuda.so.1, which was not found.")
+    return _libcuda
+
+
+def _check(result: int, call: str) -> None:
+    if result != 0:
+        raise RuntimeError(f"{call} failed with CUDA driver error {result}")
+
+
+class CudaGraph:
+    """Capture work enqueued on a stream once, replay it with one launch.
+
+        graph = CudaGraph()
+        with graph.capture(stream_handle):
+            context.execute_async_v3(stream_handle)
+        graph.launch(stream_handle)
+
+    The primary context must be current (PrimaryContext.active()) for every call.
+    """
+
+    def __init__(self):
+        self._graph = ctypes.c_void_p()
+        self._exec = ctypes.c_void_p()
+
+    @contextlib.contextmanager
+    def capture(self, stream_handle: int):
+        lib = _cuda_lib()
+        stream = ctypes.c_void_p(stream_handle)
+        _check(lib.cuStreamBeginCapture_v2(stream, ctypes.c_int(_CAPTURE_MODE_THREAD_LOCAL)), "cuStreamBeginCapture_v2")
+        try:
+            yield self
+        finally:
+            _check(lib.cuStreamEndCapture(stream, ctypes.byref(self._graph)), "cuStreamEndCapture")
+        _check(lib.cuGraphInstantiateWithFlags(ctypes.byref(self._exec), self._graph, ctypes.c_ulonglong(0)),
+               "cuGraphInstantiateWithFlags")
+
+    def launch(self, stream_handle: int) -> None:
+        _check(_cuda_lib().cuGraphLaunch(self._exec, ctypes.c_void_p(stream_handle)), "cuGraphLaunch")
+
+    def destroy(self) -> None:
+        lib = _cuda_lib()
+        if self._exec:
+            lib.cuGraphExecDestroy(self._exec)
+            self._exec = ctypes.c_void_p()
+        if self._graph:
+            lib.cuGraphDestroy(self._graph)
+            self._graph = ctypes.c_void_p()

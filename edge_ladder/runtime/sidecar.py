@@ -1,0 +1,118 @@
+"""The engine sidecar MODEL.engine.json: what an engine was built from, with and for.
+
+A TensorRT engine only runs with the TensorRT version and the GPU (SM) it was built on, and
+deserialising one runs code. So before the runtime deserialises MODEL.engine it reads
+MODEL.engine.json (written by `edge-ladder build-engine`) and refuses, with the rebuild command,
+an engine built by another TensorRT, for another GPU, or whose bytes (or source ONNX) changed.
+
+    {"format": "edge-ladder-engine", "version": 1,
+     "tensorrt_version": "10.3.0", "cuda_version": "12.6",
+     "gpu_name": "Orin", "compute_capability": "8.7", "precision": "fp16",
+     "profiles": [{"audio": {"min": [1, 1, 80], "opt": [1, 200, 80], "max": [8, 1000, 80]}, ...}],
+     "onnx": "model.fp16.onnx", "onnx_sha256": "...", "engine_sha256": "..."}
+
+torch-free: export's build-engine may import this module to write the same keys.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional, Union
+
+from .base import ModelLoadError
+
+FORMAT = "edge-ladder-engine"
+REQUIRED_KEYS = ("tensorrt_version", "gpu_name", "compute_capability", "engine_sha256")
+
+
+class EngineMismatchError(ModelLoadError):
+    """The engine was built for another TensorRT/GPU, or its file changed since the build."""
+
+
+def sidecar_path(engine_path: Union[str, Path]) -> Path:
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Union[str, Path]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def rebuild_command(engine_path: Union[str, Path], sidecar: Optional[dict] = None) -> str:
+    engine_path = Path(engine_path)
+    onnx = (sidecar or {}).get("onnx") or engine_path.with_suffix(".onnx").name
+    onnx_path = Path(onnx) if Path(onnx).is_absolute() else engine_path.parent / onnx
+    return f"edge-ladder build-engine {onnx_path} --out {engine_path}"
+
+
+def read_sidecar(engine_path: Union[str, Path]) -> dict:
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        raise EngineMismatchError(
+            f"{engine_path} has no sidecar {path.name}, so the runtime cannot tell which TensorRT and GPU it "
+            f"was built for (and deserialising an unknown engine runs its code). Rebuild it on this device: "
+            f"`{rebuild_command(engine_path)}`, or pass verify_sidecar=False / --no-verify-sidecar if you "
+            f"built it yourself with trtexec.")
+    try:
+        sidecar = json.loads(path.read_text())
+    except ValueError as error:
+        raise EngineMismatchError(f"{path} is not valid JSON ({error}). Rebuild: `{rebuild_command(engine_path)}`.") from error
+    missing = [k for k in REQUIRED_KEYS if k not in sidecar]
+    if missing:
+        raise EngineMismatchError(f"{path} lacks {missing}; expected the keys written by `edge-ladder "
+                                  f"build-engine`. Rebuild: `{rebuild_command(engine_path)}`.")
+    return sidecar
+
+
+def _major_minor(version: str) -> tuple:
+    parts = str(version).split(".")
+    return tuple(parts[:2])
+
+
+def _capability_text(capability) -> str:
+    if isinstance(capability, (tuple, list)):
+        return ".".join(str(c) for c in capability)
+    return str(capability)
+
+
+def check_sidecar(engine_path: Union[str, Path], engine_bytes: bytes, *, tensorrt_version: str,
+                  gpu_name: str, compute_capability, sidecar: Optional[dict] = None) -> dict:
+    """Refuse an engine that this TensorRT/GPU must not deserialise. Returns the sidecar dict.
+
+    engine_bytes: the engine file's contents (hashed against engine_sha256).
+    tensorrt_version: tensorrt.__version__ here; major.minor must match the build's.
+    gpu_name, compute_capability: this device's (e.g. 'Orin', (8, 7)); both must match.
+    The source ONNX recorded in the sidecar, when present on disk, must still hash the same.
+    """
+    engine_path = Path(engine_path)
+    sidecar = read_sidecar(engine_path) if sidecar is None else sidecar
+    rebuild = rebuild_command(engine_path, sidecar)
+    problems = []
+    if sha256_bytes(engine_bytes) != sidecar["engine_sha256"]:
+        problems.append(f"the engine file changed since it was built (sha256 differs from {sidecar_path(engine_path).name})")
+    if _major_minor(sidecar["tensorrt_version"]) != _major_minor(tensorrt_version):
+        problems.append(f"it was built by TensorRT {sidecar['tensorrt_version']} but this is TensorRT {tensorrt_version}")
+    built_cc, here_cc = _capability_text(sidecar["compute_capability"]), _capability_text(compute_capability)
+    if built_cc != here_cc:
+        problems.append(f"it was built for compute capability {built_cc} but this GPU is {here_cc}")
+    elif str(sidecar["gpu_name"]) != str(gpu_name):
+        problems.append(f"it was built on GPU '{sidecar['gpu_name']}' but this GPU is '{gpu_name}'")
+    onnx = sidecar.get("onnx")
+    if onnx and sidecar.get("onnx_sha256"):
+        onnx_path = Path(onnx) if Path(onnx).is_absolute() else engine_path.parent / onnx
+        if onnx_path.is_file() and sha256_file(onnx_path) != sidecar["onnx_sha256"]:
+            problems.append(f"its source {onnx_path.name} changed since the build (stale engine)")
+    if problems:
+        raise EngineMismatchError(f"refusing to load {engine_path}: " + "; ".join(problems) +
+                                  f". Engines are tied to the TensorRT version and GPU they were built with; "
+                                  f"rebuild it on this device: `{rebuild}`.")
+    return sidecar
