@@ -79,3 +79,22 @@ def tiny_export(tiny_run, tiny_features, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     export_checkpoint(tiny_run / "checkpoint.pt", out, features_dir=tiny_features)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A generated corpus in CREMA-D layout (AudioWAV/*.wav, VideoFlash/*.flv, CSVs):
+    6 actors x 12 clips of 1.5-3 s (about 7 s to make on 2 cores)."""
+    from edge_ladder.corpus import make_corpus
+    out = tmp_path_factory.mktemp("corpus")
+    make_corpus(out, actors=6, clips_per_actor=12, seed=0, workers=2)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tiny_corpus, tmp_path_factory):
+    """tiny_corpus through `prepare`: a features directory from real WAV/FLV files (about 10 s)."""
+    from edge_ladder.prepare import prepare
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(tiny_corpus, out, workers=2)
+    return out
