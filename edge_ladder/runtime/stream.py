@@ -38,6 +38,9 @@ from ..features import batch_inputs
 from .base import Model
 
 
+TIE_EPS_S = 1e-6     # seconds: timestamps closer than this count as equal
+
+
 class StreamError(EdgeLadderError, ValueError):
     """Bad streaming input: wrong sample format, time running backwards, bad window settings."""
 
@@ -53,6 +56,7 @@ class Prediction:
     smoothed_label: str
     presence: tuple                   # (audio present, face present)
     timings: Dict[str, float] = field(default_factory=dict)   # ms
+    inputs: Optional[Dict[str, np.ndarray]] = None            # the five model inputs (keep_inputs=True)
 
 
 def rms_dbfs(samples: np.ndarray) -> float:
@@ -115,12 +119,13 @@ class Stream:
     the exponential moving average of probs (0 = none, 0.5 default; < 1). detector: a
     faces.FaceDetector for frames fed without boxes (built on first need). silence_dbfs: RMS
     below which a window counts as silent (audio absent); None disables. max_frame_gap_s: a
-    tick farther than this from every camera frame has no face (camera stalled).
+    tick farther than this from every camera frame has no face (camera stalled). keep_inputs:
+    attach each window's five model inputs to its Prediction (for logging and checks).
     """
 
     def __init__(self, model: Model, window_s: float = 2.0, hop_s: float = 0.5, smoothing: float = 0.5,
                  detector=None, silence_dbfs: Optional[float] = -60.0, max_frame_gap_s: float = 0.25,
-                 sample_rate: int = frontend.SAMPLE_RATE):
+                 sample_rate: int = frontend.SAMPLE_RATE, keep_inputs: bool = False):
         fps = frontend.VIDEO_FPS
         if sample_rate != frontend.SAMPLE_RATE:
             raise StreamError(f"the model's front-end runs at {frontend.SAMPLE_RATE} Hz; got sample_rate="
@@ -140,6 +145,7 @@ class Stream:
         self.silence_dbfs = silence_dbfs
         self.max_frame_gap_s = float(max_frame_gap_s)
         self.detector = detector
+        self.keep_inputs = keep_inputs
         self.window_samples = round(window_s * sample_rate)
         self.hop_samples = round(hop_s * sample_rate)
         self.window_ticks = round(window_s * fps)
@@ -243,9 +249,10 @@ class Stream:
             fps = frontend.VIDEO_FPS
             while self._next_tick / fps <= rel:
                 tau = self._next_tick / fps
-                # nearest of the previous and the new frame; the exact midpoint goes to the later
+                # nearest of the previous and the new frame; the midpoint (within float rounding
+                # of timestamps like i / 15) goes to the later frame, as in media.read_video
                 prev = self._pending
-                choice = prev if prev is not None and tau < (prev[0] + rel) / 2 else new
+                choice = prev if prev is not None and tau < (prev[0] + rel) / 2 - TIE_EPS_S else new
                 self._store_tick(self._next_tick, choice, tau)
             self._pending = new
 
@@ -325,7 +332,7 @@ class Stream:
                           label=result.labels[0], smoothed_probs=smoothed,
                           smoothed_label=EMOTIONS[int(np.argmax(smoothed))],
                           presence=(bool(feeds["presence"][0, 0]), bool(feeds["presence"][0, 1])),
-                          timings=result.timings)
+                          timings=result.timings, inputs=feeds if self.keep_inputs else None)
 
     def reset(self) -> None:
         """Forget all buffered audio, frames and smoothing (e.g. after the robot turns to a new person)."""

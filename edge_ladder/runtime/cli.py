@@ -1,0 +1,151 @@
+"""`edge-ladder infer`: run a model on clips (WAV + video), print JSON or write a CSV.
+
+    edge-ladder infer MODEL --audio clip.wav --video clip.flv [--backend B] [--json]
+    edge-ladder infer MODEL --input CREMA_D_DIR_OR_FLAT_DIR --csv predictions.csv
+
+Features come from edge_ladder.media.clip_features, the same offline front-end `prepare` uses.
+Never imports torch.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+from .. import EMOTIONS
+from ..errors import EdgeLadderError
+
+AUDIO_SUFFIXES = (".wav",)
+VIDEO_SUFFIXES = (".flv", ".mp4", ".avi", ".mkv", ".mov")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="model.onnx (ONNX Runtime) or model.engine (TensorRT)")
+    parser.add_argument("--audio", metavar="WAV", help="16 kHz mono WAV of one clip")
+    parser.add_argument("--video", metavar="VIDEO", help="video of the same clip (FLV, MP4, ...)")
+    parser.add_argument("--input", metavar="DIR", help="a CREMA-D-like directory (AudioWAV/ + VideoFlash/) or a "
+                                                       "flat directory of NAME.wav + NAME.flv pairs")
+    parser.add_argument("--csv", metavar="OUT", help="with --input: write one row per clip to this CSV")
+    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default=None,
+                        help="default: from the file suffix (.onnx -> onnxruntime, .engine -> tensorrt)")
+    parser.add_argument("--json", action="store_true", help="print JSON (one object per clip)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default min(4, cores))")
+    parser.add_argument("--device", type=int, default=0, help="tensorrt: CUDA device index (default 0)")
+    parser.add_argument("--use-cuda-graph", action="store_true", help="tensorrt: replay each input shape as a CUDA graph")
+    parser.add_argument("--no-verify-sidecar", action="store_true",
+                        help="tensorrt: load an engine without MODEL.engine.json checks (trusted engines only)")
+
+
+def model_options(args) -> dict:
+    """CLI flags -> runtime.load options; flags of the other backend are errors, never ignored."""
+    from . import backend_for
+    backend = backend_for(args.model, args.backend)
+    trt_flags = [flag for flag, used in (("--device", args.device != 0), ("--use-cuda-graph", args.use_cuda_graph),
+                                         ("--no-verify-sidecar", args.no_verify_sidecar)) if used]
+    if backend == "onnxruntime":
+        if trt_flags:
+            raise EdgeLadderError(f"{', '.join(trt_flags)} apply to TensorRT engines; {args.model} runs on onnxruntime.")
+        return {"intra_op_threads": args.threads} if args.threads else {}
+    if args.threads:
+        raise EdgeLadderError("--threads applies to onnxruntime; TensorRT engines run on the GPU.")
+    return {"device": args.device, "use_cuda_graph": args.use_cuda_graph, "verify_sidecar": not args.no_verify_sidecar}
+
+
+def find_pairs(directory: Path) -> list:
+    """-> [(clip id, wav path or None, video path or None)] from a CREMA-D layout or a flat directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise EdgeLadderError(f"--input {directory} is not a directory. Pass a CREMA-D folder (AudioWAV/, "
+                              f"VideoFlash/) or a folder of NAME.wav + NAME.flv pairs.")
+    if any((root / sub).is_dir() for root in (directory, directory / "data") for sub in ("AudioWAV", "VideoFlash")):
+        from ..crema import index_files
+        return [(clip.id, clip.wav, clip.flv) for clip in index_files(directory).values()]
+    pairs = {}
+    for path in sorted(directory.iterdir()):
+        suffix = path.suffix.lower()
+        if path.name.startswith(".") or suffix not in AUDIO_SUFFIXES + VIDEO_SUFFIXES:
+            continue
+        wav, video = pairs.get(path.stem, (None, None))
+        pairs[path.stem] = (path, video) if suffix in AUDIO_SUFFIXES else (wav, path)
+    if not pairs:
+        raise EdgeLadderError(f"--input {directory} holds no clips: expected AudioWAV/ + VideoFlash/ or files "
+                              f"NAME.wav / NAME{'/'.join(VIDEO_SUFFIXES)}.")
+    return [(stem, wav, video) for stem, (wav, video) in pairs.items()]
+
+
+def predict_files(model, wav, video, detector=None) -> dict:
+    """One clip's files -> a JSON-able dict: label, probs by emotion, presence, timings (ms)."""
+    from ..media import clip_features
+    start = time.perf_counter()
+    audio, face, face_valid = clip_features(wav, video, detector)
+    preprocess_ms = (time.perf_counter() - start) * 1e3
+    from ..features import batch_inputs
+    feeds = batch_inputs([audio], [face], [face_valid])
+    result = model.predict(feeds, preprocess_ms=preprocess_ms)
+    out = result.to_json()[0]
+    out.update({"audio": str(wav) if wav else None, "video": str(video) if video else None,
+                "presence": {"audio": bool(feeds["presence"][0, 0]), "face": bool(feeds["presence"][0, 1])},
+                "frames": {"audio": int(audio.shape[0]), "face": int(face.shape[0]), "face_valid": int(face_valid.sum())},
+                "backend": result.backend, "timings_ms": {k: round(v, 3) for k, v in result.timings.items()}})
+    return out
+
+
+def true_label(clip_id: str):
+    from ..crema import CremaError, parse_name
+    try:
+        return parse_name(clip_id).emotion
+    except CremaError:
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import load
+    if args.input and (args.audio or args.video):
+        raise EdgeLadderError("use either --input DIR or --audio/--video for one clip, not both.")
+    if not args.input and not (args.audio or args.video):
+        raise EdgeLadderError("nothing to run: pass --audio WAV and/or --video VIDEO, or --input DIR.")
+    if args.csv and not args.input:
+        raise EdgeLadderError("--csv needs --input DIR (it writes one row per clip).")
+    model = load(args.model, args.backend, **model_options(args))
+    from ..faces import FaceDetector
+    detector = FaceDetector()
+    if not args.input:
+        out = predict_files(model, args.audio, args.video, detector)
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            probs = "  ".join(f"{code} {p:.3f}" for code, p in out["probs"].items())
+            print(f"{out['label']}  ({probs})  {out['timings_ms']['total']:.1f} ms")
+        return 0
+
+    from tqdm import tqdm
+    pairs = find_pairs(Path(args.input))
+    rows, correct, labelled = [], 0, 0
+    for clip_id, wav, video in tqdm(pairs, desc="infer", unit="clip", disable=args.json):
+        out = predict_files(model, wav, video, detector)
+        truth = true_label(clip_id)
+        if truth is not None:
+            labelled += 1
+            correct += truth == out["label"]
+        rows.append({"id": clip_id, "label": out["label"], "true": truth or "",
+                     **{code: f"{out['probs'][code]:.6f}" for code in EMOTIONS},
+                     "audio_present": int(out["presence"]["audio"]), "face_present": int(out["presence"]["face"]),
+                     "total_ms": f"{out['timings_ms']['total']:.3f}"})
+        if args.json:
+            print(json.dumps({"id": clip_id, **out}))
+    if args.csv:
+        from ..features import atomic_write_bytes
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_bytes(Path(args.csv), text.getvalue().encode())
+    if not args.json:
+        summary = f"{len(rows)} clips"
+        if labelled:
+            summary += f", accuracy vs file-name labels {correct / labelled:.3f} ({correct}/{labelled})"
+        print(summary + (f"; wrote {args.csv}" if args.csv else ""))
+    return 0
