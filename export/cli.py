@@ -1,0 +1,35 @@
+"""`edge-ladder export CHECKPOINT --out EXPORT_DIR [--features DIR --split test] [--opset 17]`"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="RUN_DIR/checkpoint.pt written by `edge-ladder train`")
+    parser.add_argument("--out", type=Path, required=True, help="export directory (model.onnx, model.fp16.onnx, export.json)")
+    parser.add_argument("--features", type=Path, default=None,
+                        help="features directory: held-out clips for the parity checks and macro-F1 (recommended)")
+    parser.add_argument("--split", default="test", choices=("train", "dev", "test", "all"),
+                        help="split of --features to check on (default: test)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, <= 17 for TensorRT 8.5 (default: 17)")
+    parser.add_argument("--no-fold", action="store_true", help="keep batch norms as separate ops (debugging)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import EdgeLadderError
+    from . import export_checkpoint
+    if args.split != "test" and args.features is None:
+        raise EdgeLadderError(f"--split {args.split} needs --features FEATURES_DIR (the clips to check on)")
+    report = export_checkpoint(args.checkpoint, args.out, features_dir=args.features, split=args.split,
+                               opset=args.opset, fold=not args.no_fold)
+    params, flops = report["params"], report["flops"]
+    print(f"parameters  training {params['training']:>12,}  inference {params['inference']:>12,}  "
+          f"({100 * (1 - params['inference'] / params['training']):.1f} % fewer)")
+    print(f"MACs (2 s)  training {flops['training_macs']:>12,}  inference {flops['inference_macs']:>12,}  "
+          f"({100 * (1 - flops['inference_macs'] / flops['training_macs']):.1f} % fewer)")
+    print(json.dumps({"out": str(args.out), "fp32_max_abs_error": report["parity"]["fp32"]["max_abs_error"],
+                      "fp16_argmax_agreement": report["parity"]["fp16"]["argmax_agreement"],
+                      "fp16_max_prob_error": report["parity"]["fp16"]["max_prob_error"]}))
+    return 0

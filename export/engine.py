@@ -1,0 +1,363 @@
+"""Stage: ONNX -> TensorRT engine + sidecar MODEL.engine.json, for TensorRT 8.5 (JetPack 5.1)
+through 11.4 (JetPack 7.2) from one code path.
+
+How FP16 is obtained depends on the TensorRT in hand (decided by `plan_build`, a pure function):
+
+    graph        TensorRT has                          network                       builder flag
+    fp32 ONNX    BuilderFlag.FP16 (8.5 .. 10.x)        weakly typed                  FP16
+    fp32 ONNX    no FP16 flag (11.x)                   -> error: build model.fp16.onnx instead
+    fp16 ONNX    STRONGLY_TYPED (10.x, 11.x)           strongly typed                none
+    fp16 ONNX    no STRONGLY_TYPED (8.5, 8.6)          weakly typed                  FP16
+
+After the build the engine inspector lists every layer's tensor formats; the build fails when FP16
+was asked and no compute layer runs in FP16 (or FP32 was asked and some does): never a silent FP32
+engine. Everything TensorRT is imported lazily (edge_ladder._deps.require): this module imports on
+a machine without it, and its pure functions are tested there.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .._deps import require
+from ..errors import EdgeLadderError
+from ..features import INPUT_NAMES, atomic_write_bytes, atomic_write_json
+from ..runtime.sidecar import check_sidecar as _runtime_check_sidecar
+from ..runtime.sidecar import sha256_file, sidecar_path
+from .shapes import DEFAULT_PROFILE, format_shapes, resolve_profile
+
+SIDECAR_FORMAT = "edge-ladder-engine"
+
+
+class EngineBuildError(EdgeLadderError):
+    """The engine could not be built as asked (parser error, impossible precision, wrong kernels)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure decisions (tested on CPU)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    precision: str          # "fp16" or "fp32": what the engine's compute layers must run in
+    strongly_typed: bool    # NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    fp16_flag: bool         # BuilderFlag.FP16
+    explicit_batch: bool    # NetworkDefinitionCreationFlag.EXPLICIT_BATCH (required before 10)
+
+
+def trt_major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        raise EngineBuildError(f"cannot read a TensorRT version from {version!r}") from None
+
+
+def plan_build(trt_version: str, has_fp16_flag: bool, has_strongly_typed: bool, graph_is_fp16: bool,
+               fp16: bool, onnx_path: str = "MODEL.onnx") -> BuildPlan:
+    """Choose network flags and builder flags for one TensorRT version (see the module table).
+    Invalid combinations are errors naming the command that works; nothing is rewritten silently."""
+    explicit_batch = trt_major(trt_version) < 10
+    if graph_is_fp16 and not fp16:
+        raise EngineBuildError(f"{onnx_path} is an FP16 graph (Casts to float16 inside) but --fp16 was not "
+                               f"given. Pass --fp16, or build the fp32 model.onnx for an FP32 engine.")
+    if graph_is_fp16:
+        if has_strongly_typed:
+            return BuildPlan("fp16", strongly_typed=True, fp16_flag=False, explicit_batch=explicit_batch)
+        if has_fp16_flag:
+            return BuildPlan("fp16", strongly_typed=False, fp16_flag=True, explicit_batch=explicit_batch)
+        raise EngineBuildError(f"TensorRT {trt_version} offers neither strongly typed networks nor "
+                               f"BuilderFlag.FP16; it cannot build an FP16 engine.")
+    if fp16:
+        if has_fp16_flag:
+            return BuildPlan("fp16", strongly_typed=False, fp16_flag=True, explicit_batch=explicit_batch)
+        fp16_path = str(onnx_path).replace(".onnx", ".fp16.onnx")
+        raise EngineBuildError(f"TensorRT {trt_version} has no BuilderFlag.FP16 (removed in TensorRT 11): an FP16 "
+                               f"engine needs a strongly typed FP16 graph. Build the one `edge-ladder export` "
+                               f"wrote beside it: `edge-ladder build-engine {fp16_path} --fp16 --out ...`.")
+    return BuildPlan("fp32", strongly_typed=has_strongly_typed, fp16_flag=False, explicit_batch=explicit_batch)
+
+
+COMPUTE_LAYER_TYPES = ("Convolution", "MatrixMultiply", "Gemm", "FullyConnected", "CaskConvolution",
+                       "CaskGemmConvolution", "Myelin", "gemm", "conv")
+
+
+def _format_precision(text: str) -> str | None:
+    text = str(text)
+    if "FP16" in text or "Half" in text or "half" in text:
+        return "fp16"
+    if "FP32" in text or "Float" in text or "float" in text:
+        return "fp32"
+    return None
+
+
+def layer_precisions(engine_information: str | dict) -> dict:
+    """Summarise the engine inspector's JSON (LayerInformationFormat.JSON, built with
+    ProfilingVerbosity.DETAILED): {'fp16': n, 'fp32': n, 'compute_fp16': n, 'compute_fp32': n,
+    'layers': n}. A layer counts as fp16 when one of its outputs is FP16/Half."""
+    info = json.loads(engine_information) if isinstance(engine_information, str) else engine_information
+    counts = {"fp16": 0, "fp32": 0, "compute_fp16": 0, "compute_fp32": 0, "layers": 0}
+    for entry in info.get("Layers", []):
+        if not isinstance(entry, dict):  # built without DETAILED verbosity: names only
+            continue
+        counts["layers"] += 1
+        kinds = {_format_precision(t.get("Format/Datatype", "")) for t in entry.get("Outputs", [])
+                 if isinstance(t, dict)}
+        kind = "fp16" if "fp16" in kinds else "fp32" if "fp32" in kinds else None
+        if kind is None:
+            continue
+        counts[kind] += 1
+        layer_type = str(entry.get("LayerType", "")) + " " + str(entry.get("TacticName", ""))
+        if any(t in layer_type for t in COMPUTE_LAYER_TYPES):
+            counts[f"compute_{kind}"] += 1
+    return counts
+
+
+def verify_precision(counts: dict, expected: str, engine_path: str = "engine") -> None:
+    """Fail loudly when the built engine's layers do not run in the precision that was asked."""
+    if counts["layers"] == 0:
+        raise EngineBuildError(f"{engine_path}: the engine inspector listed no layer details, so the precision "
+                               f"cannot be checked (needs ProfilingVerbosity.DETAILED).")
+    if expected == "fp16" and counts["fp16"] == 0:
+        raise EngineBuildError(f"{engine_path}: FP16 was asked but every layer runs in FP32 ({counts}). "
+                               f"This TensorRT silently ignored FP16; build the strongly typed model.fp16.onnx.")
+    if expected == "fp32" and counts["fp16"] > 0:
+        raise EngineBuildError(f"{engine_path}: FP32 was asked but {counts['fp16']} layers run in FP16 ({counts}).")
+
+
+# ---------------------------------------------------------------------------------------------
+# Device facts (driver API through ctypes: no pycuda needed to build)
+
+
+def cuda_device_info(device: int = 0) -> dict:
+    """{'gpu_name', 'compute_capability' ('8.7'), 'cuda_version' (driver API, '12.6')} or {} when no
+    CUDA driver/device is present."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            cuda = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    else:
+        return {}
+    handle, major, minor, version = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    raw_name = ctypes.create_string_buffer(256)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(handle), device) != 0:
+        return {}
+    cuda.cuDeviceGetName(raw_name, 256, handle)
+    cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, handle)  # COMPUTE_CAPABILITY_MAJOR
+    cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, handle)  # COMPUTE_CAPABILITY_MINOR
+    cuda.cuDriverGetVersion(ctypes.byref(version))
+    return {"gpu_name": raw_name.value.decode(errors="replace"),
+            "compute_capability": f"{major.value}.{minor.value}",
+            "cuda_version": f"{version.value // 1000}.{version.value % 1000 // 10}"}
+
+
+def profile_for_sidecar(profile: dict) -> list[dict]:
+    """{'min': shapes, 'opt': ..., 'max': ...} -> [{input: {'min': [...], 'opt': [...], 'max': [...]}}]."""
+    return [{name: {key: list(profile[key][name]) for key in ("min", "opt", "max")} for name in INPUT_NAMES}]
+
+
+def check_sidecar(engine_path, tensorrt_version: str | None = None, gpu_name: str | None = None,
+                  compute_capability: str | None = None) -> dict:
+    """Refuse an engine this TensorRT/GPU must not load (other TensorRT, other GPU, changed file),
+    with the rebuild command; returns the sidecar. Unspecified facts are probed here."""
+    if tensorrt_version is None:
+        tensorrt_version = require("tensorrt").__version__
+    if gpu_name is None or compute_capability is None:
+        device = cuda_device_info()
+        if not device:
+            raise EngineBuildError("no CUDA device found: a TensorRT engine can only be checked and run on a GPU.")
+        gpu_name = gpu_name or device["gpu_name"]
+        compute_capability = compute_capability or device["compute_capability"]
+    engine_bytes = Path(engine_path).read_bytes()
+    return _runtime_check_sidecar(engine_path, engine_bytes, tensorrt_version=tensorrt_version,
+                                  gpu_name=gpu_name, compute_capability=compute_capability)
+
+
+def default_profile_for(onnx_path: Path) -> dict:
+    """The profile recorded in export.json beside the ONNX file, else DEFAULT_PROFILE."""
+    export_json = Path(onnx_path).with_name("export.json")
+    if export_json.is_file():
+        profile = json.loads(export_json.read_text()).get("profile")
+        if profile:
+            return profile
+    return DEFAULT_PROFILE
+
+
+# ---------------------------------------------------------------------------------------------
+# The build (needs TensorRT)
+
+
+def _progress_monitor(trt, stream=sys.stderr):
+    """An IProgressMonitor printing phases (TensorRT 10+), or None where the API does not exist."""
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+
+    class PhasePrinter(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.started = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            self.started[phase_name] = time.time()
+            indent = "  " if parent_phase else ""
+            print(f"{indent}[build] {phase_name} ({num_steps} steps)", file=stream, flush=True)
+
+        def step_complete(self, phase_name, step):
+            return True  # never cancel
+
+        def phase_finish(self, phase_name):
+            took = time.time() - self.started.pop(phase_name, time.time())
+            if took > 1.0:
+                print(f"[build] {phase_name} done in {took:.1f} s", file=stream, flush=True)
+
+    return PhasePrinter()
+
+
+def _parser_errors(parser) -> str:
+    """One line per parser error, naming the failing ONNX node (index, name and op where the
+    TensorRT version reports them)."""
+    # `num_errors` is a documented OnnxParser property in every version (7.x .. 11.x); it is
+    # read with getattr because the binding-name checker cannot see it in the compiled module.
+    lines = []
+    for index in range(getattr(parser, "num_errors", 0)):
+        error = parser.get_error(index)
+        where = f"node {error.node()}"
+        if hasattr(error, "node_name") and error.node_name():
+            where += f" ({error.node_name()}"
+            where += f", {error.node_operator()})" if hasattr(error, "node_operator") else ")"
+        text = error.desc() if hasattr(error, "desc") else str(error)
+        lines.append(f"  {where}: {text}")
+    return "\n".join(lines) or "  (the parser reported no details; re-run with a verbose logger)"
+
+
+def _graph_is_fp16(trt, network) -> bool:
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        for out in range(layer.num_outputs):
+            if layer.get_output(out).dtype == trt.float16:
+                return True
+    return False
+
+
+def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | None = None,
+                 opt_shapes: str | None = None, max_shapes: str | None = None, workspace_mib: int | None = None,
+                 opt_level: int | None = None, timing_cache=None, log=print) -> dict:
+    """Build MODEL.engine from an ONNX file and write MODEL.engine.json; returns the sidecar dict.
+    Shapes use trtexec syntax; defaults come from export.json beside the ONNX file."""
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    if not onnx_path.is_file():
+        raise EngineBuildError(f"{onnx_path} does not exist. Create it with `edge-ladder export CHECKPOINT --out DIR`.")
+    profile = resolve_profile(min_shapes, opt_shapes, max_shapes, default_profile_for(onnx_path))
+    trt = require("tensorrt")
+    device = cuda_device_info()
+    if not device:
+        raise EngineBuildError("no CUDA device found: TensorRT engines are built on the GPU they will run on.")
+    started = time.time()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+
+    creation_flags = trt.NetworkDefinitionCreationFlag
+    # parse once weakly typed where allowed, to learn whether the graph itself is FP16
+    has_strongly_typed = hasattr(creation_flags, "STRONGLY_TYPED")
+    has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
+    probe_choice = plan_build(trt.__version__, has_fp16_flag, has_strongly_typed, graph_is_fp16=False,
+                            fp16=False, onnx_path=str(onnx_path))
+    network, parser = _parse(trt, builder, logger, onnx_path, probe_choice)
+    graph_is_fp16 = _graph_is_fp16(trt, network)
+    choice = plan_build(trt.__version__, has_fp16_flag, has_strongly_typed, graph_is_fp16, fp16, str(onnx_path))
+    if choice != probe_choice:
+        network, parser = _parse(trt, builder, logger, onnx_path, choice)
+    log(f"TensorRT {trt.__version__} on {device['gpu_name']} (sm {device['compute_capability']}): "
+        f"{'strongly typed' if choice.strongly_typed else 'weakly typed'} network, "
+        f"{'BuilderFlag.FP16' if choice.fp16_flag else 'no precision flag'} -> {choice.precision} engine")
+
+    config = builder.create_builder_config()
+    if choice.fp16_flag:  # only ever True where hasattr(trt.BuilderFlag, "FP16") (TensorRT < 11)
+        config.set_flag(trt.BuilderFlag.FP16)
+    if workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
+    if opt_level is not None:
+        if not hasattr(config, "builder_optimization_level"):
+            raise EngineBuildError(f"--opt-level needs TensorRT >= 8.6; this is {trt.__version__}. Drop the flag.")
+        config.builder_optimization_level = int(opt_level)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    monitor = _progress_monitor(trt)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    cache = None
+    if timing_cache is not None:
+        cache_bytes = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
+        cache = config.create_timing_cache(cache_bytes)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+
+    optimization_profile = builder.create_optimization_profile()
+    for index in range(network.num_inputs):
+        name = network.get_input(index).name
+        if name not in profile["min"]:
+            raise EngineBuildError(f"{onnx_path} has input {name!r}; expected {INPUT_NAMES}. Re-export the model.")
+        optimization_profile.set_shape(name, profile["min"][name], profile["opt"][name], profile["max"][name])
+    config.add_optimization_profile(optimization_profile)
+
+    log(f"building {engine_path.name}: min {format_shapes(profile['min'])}")
+    log(f"  opt {format_shapes(profile['opt'])}  max {format_shapes(profile['max'])} (this takes a while)")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineBuildError(f"TensorRT could not build {engine_path.name} from {onnx_path} (see the log above). "
+                               f"On 8 GB boards try a smaller --workspace or --max-shapes.")
+    plan_bytes = bytes(serialized)
+
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(plan_bytes)
+    inspector = engine.create_engine_inspector()
+    counts = layer_precisions(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    verify_precision(counts, choice.precision, str(engine_path))
+
+    atomic_write_bytes(engine_path, plan_bytes)
+    if cache is not None:
+        atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
+    sidecar = {
+        "format": SIDECAR_FORMAT, "version": 1,
+        "tensorrt_version": trt.__version__,
+        "cuda_version": device["cuda_version"],
+        "gpu_name": device["gpu_name"],
+        "compute_capability": device["compute_capability"],
+        "precision": choice.precision,
+        "build_plan": asdict(choice),
+        "layer_precisions": counts,
+        "profiles": profile_for_sidecar(profile),
+        "onnx": str(onnx_path.resolve()) if onnx_path.parent.resolve() != engine_path.parent.resolve() else onnx_path.name,
+        "onnx_sha256": sha256_file(onnx_path),
+        "engine_sha256": sha256_file(engine_path),
+        "build_seconds": round(time.time() - started, 2),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "rebuild_command": rebuild_command(onnx_path, engine_path, choice.precision == "fp16", profile),
+    }
+    atomic_write_json(sidecar_path(engine_path), sidecar)
+    log(f"wrote {engine_path} ({len(plan_bytes) / 1e6:.1f} MB, {choice.precision}, {counts['fp16']} fp16 / "
+        f"{counts['fp32']} fp32 layers) in {sidecar['build_seconds']:.1f} s; sidecar {sidecar_path(engine_path).name}")
+    return sidecar
+
+
+def _parse(trt, builder, logger, onnx_path: Path, choice: BuildPlan):
+    flags = 0
+    if choice.explicit_batch and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if choice.strongly_typed:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes(), str(onnx_path)):
+        raise EngineBuildError(f"TensorRT {trt.__version__}'s ONNX parser rejected {onnx_path}:\n"
+                               f"{_parser_errors(parser)}")
+    return network, parser
+
+
+def rebuild_command(onnx_path, engine_path, fp16: bool, profile: dict) -> str:
+    return (f"edge-ladder build-engine {onnx_path} --out {engine_path}{' --fp16' if fp16 else ''} "
+            f"--min-shapes {format_shapes(profile['min'])} --opt-shapes {format_shapes(profile['opt'])} "
+            f"--max-shapes {format_shapes(profile['max'])}")
