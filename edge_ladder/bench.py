@@ -341,10 +341,11 @@ class Runner:
 class RuntimeRunner(Runner):
     """ONNX Runtime or TensorRT through edge_ladder.runtime (never imports torch)."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, threads: Optional[int] = None):
         from . import runtime
         self.label, self.backend, self.path = spec.label, spec.backend, spec.path
-        self.model = runtime.load(spec.path, backend=spec.backend)
+        opts = {"intra_op_threads": threads} if threads and spec.backend == "onnxruntime" else {}
+        self.model = runtime.load(spec.path, backend=spec.backend, **opts)
         self.info = {"runtime": type(self.model).__name__}
         for attribute in ("providers", "intra_op_threads"):
             if hasattr(self.model, attribute):
@@ -359,10 +360,12 @@ class TorchRunner(Runner):
     """The FULL training model (ladder decoders included) from a checkpoint: eval mode, no_grad,
     eager. The reference the pruned exports are compared with."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, threads: Optional[int] = None):
         from ._deps import require
         self.torch = require("torch")
         from .model import load_checkpoint
+        if threads:
+            self.torch.set_num_threads(threads)  # process-wide, as torch offers it
         self.label, self.backend, self.path = spec.label, spec.backend, spec.path
         self.model, _ckpt = load_checkpoint(spec.path)
         self.model.eval()
@@ -378,8 +381,9 @@ class TorchRunner(Runner):
         return {}
 
 
-def open_runner(spec: ModelSpec) -> Runner:
-    return TorchRunner(spec) if spec.backend == "torch" else RuntimeRunner(spec)
+def open_runner(spec: ModelSpec, threads: Optional[int] = None) -> Runner:
+    """Load one model. threads: CPU threads for torch / ONNX Runtime (None: library default)."""
+    return TorchRunner(spec, threads) if spec.backend == "torch" else RuntimeRunner(spec, threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,7 +491,7 @@ SPEEDUP_DEFINITION = ("speedup[label] = mean end-to-end latency of the first mod
 def benchmark(models: Sequence, *, batch: int = 1, shapes: Optional[Dict[str, tuple]] = None,
               window_s: float = WINDOW_S, warmup_ms: float = 200.0, iterations: int = 10,
               duration_s: float = 3.0, compare: bool = False, preprocess: bool = False,
-              seed: int = 0, env: bool = True, tegrastats_interval_ms: int = 100,
+              seed: int = 0, env: bool = True, tegrastats_interval_ms: int = 100, threads: Optional[int] = None,
               backend: Optional[str] = None, progress: Optional[Callable[[str], None]] = None,
               clock: Callable[[], float] = time.perf_counter) -> dict:
     """Benchmark one or more models. `models`: paths, 'PATH@BACKEND' strings, ModelSpec or
@@ -500,7 +504,12 @@ def benchmark(models: Sequence, *, batch: int = 1, shapes: Optional[Dict[str, tu
     from .benchenv import TegrastatsSampler, capture_environment, summarize_tegrastats
     if batch < 1:
         raise BenchError(f"--batch must be >= 1; got {batch}")
+    if threads is not None and threads < 1:
+        raise BenchError(f"--threads must be >= 1; got {threads}")
     specs = [m if isinstance(m, (ModelSpec, Runner)) else parse_model_spec(str(m), backend) for m in models]
+    if threads is not None and all(getattr(s, "backend", "") == "tensorrt" for s in specs):
+        raise BenchError("--threads sets CPU threads of torch and ONNX Runtime; every MODEL here is a "
+                         "TensorRT engine, which it does not affect. Drop --threads")
     if compare and len(specs) < 2:
         raise BenchError(f"--compare needs at least two models; got {len(specs)}. "
                          f"Add another MODEL, e.g. the checkpoint and its model.onnx")
@@ -514,7 +523,7 @@ def benchmark(models: Sequence, *, batch: int = 1, shapes: Optional[Dict[str, tu
     for spec in specs:
         if not isinstance(spec, Runner):
             say(f"loading {spec.label} ({spec.path})")
-        runners.append(spec if isinstance(spec, Runner) else open_runner(spec))
+        runners.append(spec if isinstance(spec, Runner) else open_runner(spec, threads))
     pool = input_pool(shapes, seed=seed)
     raw_pool, pre_fn, pre_name = None, None, None
     if preprocess:
@@ -673,6 +682,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run all MODELs interleaved in one process and print speedups vs the first")
     parser.add_argument("--preprocess", action="store_true",
                         help="also time the front-ends (log-mel + face crops) on a raw 2 s window")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of torch and ONNX Runtime (default: each library's own; "
+                             "1 gives the steadiest interleaved comparison on a small CPU)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input pool")
     parser.add_argument("--json", metavar="OUT", default=None, help="write the report as JSON (atomic)")
     parser.add_argument("--md", metavar="OUT", default=None, help="write the Markdown table")
@@ -693,7 +705,7 @@ def run(args: argparse.Namespace) -> int:
     report = benchmark(args.models, shapes=shapes, batch=shapes["audio"][0], warmup_ms=args.warmup,
                        iterations=args.iterations, duration_s=args.duration, compare=args.compare,
                        preprocess=args.preprocess, seed=args.seed, backend=args.backend,
-                       tegrastats_interval_ms=args.tegrastats_interval,
+                       tegrastats_interval_ms=args.tegrastats_interval, threads=args.threads,
                        progress=lambda text: print(text, file=sys.stderr))
     print(markdown_table(report), end="")
     if args.json:

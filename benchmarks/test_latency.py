@@ -1,0 +1,137 @@
+"""Latency of the pruned model on every available backend, of the full training model in torch
+eager (the reference), and of the front-ends. Run: `pytest benchmarks/` (or `make bench`).
+
+Each model benchmark uses pedantic rounds: one call per round, a fresh pre-generated random input
+set per round (setup is not timed), warm-up rounds first. The 2 s window is the serving shape:
+audio (B, 198, 80), face (B, 20, 1, 48, 48).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import InputCycle
+from edge_ladder import bench
+from edge_ladder.frontend import face_crop, log_mel, square_box
+
+BATCHES = (1, 8)
+ROUNDS, WARMUP_ROUNDS = 40, 5
+
+
+def _info(benchmark, backend, model, batch, **extra):
+    shapes = bench.input_shapes(bench.window_shapes(batch))
+    benchmark.extra_info.update({"backend": backend, "model": str(model), "batch": batch,
+                                 "shapes": {k: list(v) for k, v in shapes.items()}, **extra})
+    benchmark.group = f"model batch {batch}"
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_pruned_onnxruntime(benchmark, artifacts, precision, batch):
+    from edge_ladder import runtime
+    path = artifacts["onnx"] if precision == "fp32" else artifacts["onnx_fp16"]
+    model = runtime.load(path, backend="onnxruntime")
+    _info(benchmark, "onnxruntime", path, batch, precision=precision, size=artifacts["size"],
+          providers=getattr(model, "providers", None), intra_op_threads=getattr(model, "intra_op_threads", None))
+    result = benchmark.pedantic(model.predict, setup=InputCycle(bench.window_shapes(batch)),
+                                rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
+    assert result.probs.shape == (batch, 6) and np.isfinite(result.probs).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("batch", BATCHES)
+def test_pruned_tensorrt_fp16(benchmark, artifacts, engine_fp16, batch):
+    from edge_ladder import runtime
+    model = runtime.load(engine_fp16, backend="tensorrt")
+    _info(benchmark, "tensorrt", engine_fp16, batch, precision="fp16", size=artifacts["size"])
+    stages = {}
+
+    def predict(inputs):
+        result = model.predict(inputs)
+        for key, value in result.timings.items():
+            stages.setdefault(key, []).append(value)
+        return result
+
+    result = benchmark.pedantic(predict, setup=InputCycle(bench.window_shapes(batch)),
+                                rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
+    benchmark.extra_info["stages_ms"] = {k: bench.summarize(v) for k, v in stages.items()}
+    assert result.probs.shape == (batch, 6) and np.isfinite(result.probs).all()
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_full_model_torch_eager(benchmark, artifacts, batch):
+    """The reference: the checkpoint's full training model, eval, no_grad, eager forward."""
+    runner = bench.open_runner(bench.ModelSpec(str(artifacts["checkpoint"]), "torch", "torch"))
+    _info(benchmark, "torch", artifacts["checkpoint"], batch, size=artifacts["size"], **runner.info)
+    benchmark.pedantic(runner, setup=InputCycle(bench.window_shapes(batch)),
+                       rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
+
+
+# ---------------------------------------------------------------------------------------------
+# front-ends
+
+
+def test_frontend_numpy_log_mel_2s(benchmark):
+    rng = np.random.default_rng(0)
+    pool = [rng.integers(-12000, 12000, size=32000, dtype=np.int16) for _ in range(8)]
+    cycle = iter(range(10 ** 9))
+    benchmark.group = "front-end"
+    benchmark.extra_info.update({"frontend": "numpy", "input": "2 s int16 PCM at 16 kHz"})
+    frames = benchmark.pedantic(log_mel, setup=lambda: ((pool[next(cycle) % 8],), {}), rounds=30, warmup_rounds=3)
+    assert frames.shape == (198, 80) and np.isfinite(frames).all()
+
+
+def _frame_and_boxes(rng):
+    frame = rng.integers(1, 256, size=(1080, 1920, 3), dtype=np.uint8)
+    boxes = [(int(rng.integers(0, 1500)), int(rng.integers(0, 700)), int(s), int(s))
+             for s in rng.integers(120, 360, size=4)]
+    return frame, [square_box(b, frame.shape) for b in boxes]
+
+
+def test_frontend_numpy_face_crops_1080p_4_boxes(benchmark):
+    rng = np.random.default_rng(1)
+    pool = [_frame_and_boxes(rng) for _ in range(4)]
+    cycle = iter(range(10 ** 9))
+
+    def crops(frame, boxes):
+        return np.stack([face_crop(frame, box) for box in boxes])
+
+    benchmark.group = "front-end"
+    benchmark.extra_info.update({"frontend": "numpy", "input": "1920x1080 BGR frame, 4 face boxes"})
+    out = benchmark.pedantic(crops, setup=lambda: (pool[next(cycle) % 4], {}), rounds=30, warmup_rounds=3)
+    assert out.shape == (4, 48, 48) and np.isfinite(out).all()
+
+
+def _kernels_or_skip():
+    frontend = bench.kernels_frontend()
+    if frontend is None:
+        pytest.skip("edge_ladder.kernels is not built (run `make kernels`); the numpy front-ends are timed above")
+    return frontend
+
+
+def test_frontend_kernels_host_log_mel_2s(benchmark):
+    _name, kernel_log_mel, _crop = _kernels_or_skip()
+    rng = np.random.default_rng(0)
+    pool = [rng.integers(-12000, 12000, size=32000, dtype=np.int16) for _ in range(8)]
+    cycle = iter(range(10 ** 9))
+    benchmark.group = "front-end"
+    benchmark.extra_info.update({"frontend": "kernels (host)", "input": "2 s int16 PCM at 16 kHz"})
+    frames = benchmark.pedantic(kernel_log_mel, setup=lambda: ((pool[next(cycle) % 8],), {}), rounds=30,
+                                warmup_rounds=3)
+    np.testing.assert_allclose(frames, log_mel(pool[(next(cycle) - 1) % 8]), atol=1e-3)
+
+
+def test_frontend_kernels_host_face_crops_1080p_4_boxes(benchmark):
+    _name, _mel, kernel_crop = _kernels_or_skip()
+    rng = np.random.default_rng(1)
+    pool = [_frame_and_boxes(rng) for _ in range(4)]
+    cycle = iter(range(10 ** 9))
+
+    def crops(frame, boxes):
+        return np.stack([kernel_crop(frame, box) for box in boxes])
+
+    benchmark.group = "front-end"
+    benchmark.extra_info.update({"frontend": "kernels (host)", "input": "1920x1080 BGR frame, 4 face boxes"})
+    out = benchmark.pedantic(crops, setup=lambda: (pool[next(cycle) % 4], {}), rounds=30, warmup_rounds=3)
+    assert out.shape == (4, 48, 48) and np.isfinite(out).all()
