@@ -71,7 +71,8 @@ def read_video(path, fps: float = frontend.VIDEO_FPS) -> tuple[np.ndarray, np.nd
 
     Output frame k has time k / fps and is the decoded frame nearest to it by timestamp (the
     file's own frame rate, read from the file, gives each decoded frame's time i / file_fps).
-    N covers the decoded duration: every k with k / fps < n_decoded / file_fps.
+    N covers the decoded duration: every k with k / fps < n_decoded / file_fps, so
+    N = ceil(n_decoded * fps / file_fps).
     Raises MediaError for unreadable files, files without frames, a missing frame rate, or files
     that decode to less than half of the frames their header declares (truncated downloads).
     """
@@ -101,6 +102,7 @@ def read_video(path, fps: float = frontend.VIDEO_FPS) -> tuple[np.ndarray, np.nd
                 frames.append(frame)
                 times.append(len(times) / fps)
             index += 1
+            last = frame
     finally:
         capture.release()
     if index == 0:
@@ -108,6 +110,10 @@ def read_video(path, fps: float = frontend.VIDEO_FPS) -> tuple[np.ndarray, np.nd
     if declared > 0 and index < 0.5 * declared:
         raise MediaError(f"{path}: decoded only {index} of the {declared} frames its header declares; the file "
                          f"is truncated. Re-download it.")
+    # output times past the last decoded frame's nearest range but inside the clip: last frame
+    while len(frames) * file_fps < index * fps - 1e-9:
+        frames.append(last)
+        times.append(len(times) / fps)
     return np.stack(frames), np.asarray(times, dtype=np.float64)
 
 
