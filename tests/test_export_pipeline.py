@@ -1,0 +1,159 @@
+"""The real export chain on the tiny trained run (session fixture tiny_export): files, export.json,
+parity through ONNX Runtime (recomputed here on fresh inputs), op sets, FP16 graph, macro-F1."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+
+from edge_ladder.export import evaluate_onnx, opcheck  # noqa: E402
+from edge_ladder.export.parity import random_batches, run_onnx, run_torch  # noqa: E402
+from edge_ladder.features import INPUT_NAMES, OUTPUT_NAMES  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def report(tiny_export):
+    return json.loads((tiny_export / "export.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def torch_module(tiny_run):
+    from edge_ladder.model import load_checkpoint
+    model, _ = load_checkpoint(tiny_run / "checkpoint.pt")
+    return model.inference_module().eval()
+
+
+def session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_export_json_has_the_keys_other_tools_read(report, tiny_run):
+    import hashlib
+    assert report["opset"] == 17
+    assert report["params"]["inference"] < report["params"]["training"]
+    assert 0 < report["flops"]["inference"] <= report["flops"]["training"]
+    assert report["flops"]["inference"] == 2 * report["flops"]["inference_macs"]
+    assert report["parity"]["fp32"]["max_abs_error"] <= 1e-4
+    assert report["parity"]["fp16"]["argmax_agreement"] >= 0.995
+    assert report["parity"]["fp16"]["max_prob_error"] <= 1e-2
+    assert list(report["inputs"]) == list(INPUT_NAMES) and list(report["outputs"]) == list(OUTPUT_NAMES)
+    assert report["inputs"]["audio"] == {"shape": ["batch", "audio_frames", 80], "dtype": "float32"}
+    digest = hashlib.sha256((tiny_run / "checkpoint.pt").read_bytes()).hexdigest()
+    assert report["checkpoint"]["sha256"] == digest
+    assert any("gamma" in f for f in report["folded"])
+
+
+def test_fp32_onnx_matches_torch_on_fresh_odd_sized_inputs(tiny_export, torch_module):
+    s = session(tiny_export / "model.onnx")
+    assert [i.name for i in s.get_inputs()] == list(INPUT_NAMES)
+    assert [o.name for o in s.get_outputs()] == list(OUTPUT_NAMES)
+    rng_seed = int(np.random.default_rng().integers(1 << 30))
+    for inputs in random_batches(seed=rng_seed):
+        logits_ref, probs_ref = run_torch(torch_module, inputs)
+        logits, probs = run_onnx(s, inputs)
+        assert np.abs(logits_ref).max() > 1e-3
+        assert np.abs(logits - logits_ref).max() <= 1e-4, rng_seed
+        assert np.abs(probs - probs_ref).max() <= 1e-4, rng_seed
+        np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_batch_and_time_axes_are_dynamic(tiny_export, torch_module):
+    s = session(tiny_export / "model.onnx")
+    rng = np.random.default_rng()
+    for batch, t_audio, t_video in ((5, 97, 7), (1, 301, 31)):
+        inputs = {"audio": rng.normal(-4, 3, (batch, t_audio, 80)).astype(np.float32),
+                  "audio_mask": np.ones((batch, t_audio), np.float32),
+                  "face": rng.normal(0, 1, (batch, t_video, 1, 48, 48)).astype(np.float32),
+                  "face_mask": np.ones((batch, t_video), np.float32),
+                  "presence": np.ones((batch, 2), np.float32)}
+        logits, _ = run_onnx(s, inputs)
+        assert logits.shape == (batch, 6)
+        np.testing.assert_allclose(logits, run_torch(torch_module, inputs)[0], atol=1e-4)
+
+
+def test_fp16_file_is_strongly_typed_with_fp32_io_and_fp32_softmax(tiny_export):
+    half = onnx.load(str(tiny_export / "model.fp16.onnx"))
+    inferred = onnx.shape_inference.infer_shapes(half)
+    dtype = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    by_op = {}
+    for node in inferred.graph.node:
+        by_op.setdefault(node.op_type, set()).add(dtype.get(node.output[0]))
+    assert by_op["Conv"] == {onnx.TensorProto.FLOAT16}
+    for op in ("Softmax", "ReduceSum", "Div"):
+        assert by_op[op] == {onnx.TensorProto.FLOAT}, op
+    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+               for v in list(half.graph.input) + list(half.graph.output))
+    half_weights = [i for i in half.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert sum(int(np.prod(i.dims)) for i in half_weights) > 1000
+    # half the weight bytes: the file is clearly smaller than the fp32 one
+    assert (tiny_export / "model.fp16.onnx").stat().st_size < 0.75 * (tiny_export / "model.onnx").stat().st_size
+
+
+def test_fp16_agrees_with_fp32_on_fresh_inputs_and_beats_torch_half(tiny_export, torch_module):
+    s32, s16 = session(tiny_export / "model.onnx"), session(tiny_export / "model.fp16.onnx")
+    import copy
+    torch_half = copy.deepcopy(torch_module).half()
+    errors, half_errors = [], []
+    for inputs in random_batches(seed=int(np.random.default_rng().integers(1 << 30))):
+        _, probs32 = run_onnx(s32, inputs)
+        _, probs16 = run_onnx(s16, inputs)
+        _, probs_ref = run_torch(torch_module, inputs)
+        _, probs_half = run_torch(torch_half, inputs, torch.float16)
+        assert (probs16.argmax(1) == probs32.argmax(1)).all()
+        errors.append(np.abs(probs16 - probs_ref).max())
+        half_errors.append(np.abs(probs_half - probs_ref).max())
+    print(f"fp16 ONNX vs torch fp32: max {max(errors):.2e}; torch .half() vs fp32: max {max(half_errors):.2e}")
+    assert max(errors) <= 1e-2
+    assert max(errors) <= 3 * max(half_errors) + 1e-4
+
+
+def test_both_files_use_only_ops_tensorrt_8_5_parses(tiny_export):
+    allowed = {"Add", "Cast", "Clip", "Concat", "Constant", "Conv", "Div", "Gather", "Gemm", "MatMul", "Max",
+               "Mul", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Shape", "Slice", "Softmax", "Sub",
+               "Transpose", "Unsqueeze", "Squeeze", "Expand", "Where", "Flatten", "ConstantOfShape", "Equal"}
+    assert allowed <= opcheck.TRT85_ALLOWED_OPS
+    for name in ("model.onnx", "model.fp16.onnx"):
+        model = onnx.load(str(tiny_export / name))
+        assert opcheck.default_opset(model) <= 17
+        ops = {n.op_type for n in model.graph.node}
+        assert ops <= allowed, (name, ops - allowed)
+        assert not ops & {"LayerNormalization", "STFT", "DFT", "MelWeightMatrix"}
+        opcheck.check_trt85(model)
+
+
+def test_onnx_macro_f1_equals_torch_on_the_test_split(tiny_export, tiny_features, report):
+    torch_f1 = report["evaluation"]["torch"]["macro_f1"]
+    fp32 = evaluate_onnx(tiny_export / "model.onnx", tiny_features, "test")
+    fp16 = evaluate_onnx(tiny_export / "model.fp16.onnx", tiny_features, "test")
+    assert fp32["n"] == report["evaluation"]["torch"]["n"] > 0
+    assert fp32["macro_f1"] == pytest.approx(torch_f1, abs=1e-12)
+    assert abs(fp16["macro_f1"] - torch_f1) <= 0.005
+    assert set(fp32) >= {"macro_f1", "accuracy", "per_class", "confusion"}
+
+
+def test_export_cli_prints_reduction_and_refuses_bad_input(tiny_run, tmp_path):
+    bad = subprocess.run([sys.executable, "-m", "edge_ladder", "export", str(tiny_run / "checkpoint.pt"),
+                          "--out", str(tmp_path / "x"), "--opset", "18"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--opset 18 is newer" in bad.stderr and "Traceback" not in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "edge_ladder", "export", str(tmp_path / "no.pt"),
+                              "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+@pytest.mark.tensorrt
+def test_build_fp16_engine_and_sidecar(tiny_export, tmp_path):
+    from edge_ladder.export.engine import build_engine, check_sidecar
+    engine_path = tmp_path / "model.engine"
+    sidecar = build_engine(tiny_export / "model.fp16.onnx", engine_path, fp16=True, max_shapes="audio:2x400x80,face:2x40x1x48x48")
+    assert sidecar["precision"] == "fp16" and sidecar["layer_precisions"]["fp16"] > 0
+    assert json.loads((tmp_path / "model.engine.json").read_text())["engine_sha256"] == sidecar["engine_sha256"]
+    check_sidecar(engine_path)

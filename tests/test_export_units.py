@@ -1,0 +1,240 @@
+"""export/ stages that need no trained model: the FP16 graph pass, the TensorRT 8.5 op check,
+batch-norm folding, profile shapes, the TensorRT build plan and precision check, the sidecar."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from edge_ladder.export import engine, fp16, opcheck, shapes  # noqa: E402
+
+
+def tiny_graph(rng, opset=17, extra_nodes=()):
+    """x (B, T, 8) -> MatMul -> Relu -> masked ReduceSum / ReduceSum(mask) -> Div -> Gemm -> Softmax."""
+    w1 = numpy_helper.from_array(rng.normal(0, 0.5, (8, 16)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(0, 0.5, (16, 6)).astype(np.float32), "w2")
+    b2 = numpy_helper.from_array(rng.normal(0, 0.1, (6,)).astype(np.float32), "b2")
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Unsqueeze", ["mask", "axes2"], ["m3"]),
+        helper.make_node("Mul", ["r", "m3"], ["rm"]),
+        helper.make_node("ReduceSum", ["rm", "axes"], ["s"], keepdims=0),
+        helper.make_node("ReduceSum", ["m3", "axes"], ["n"], keepdims=0),
+        helper.make_node("Div", ["s", "n"], ["pooled"]),
+        helper.make_node("Gemm", ["pooled", "w2", "b2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+        *extra_nodes,
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "T", 8]),
+         helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["B", "T"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", 6]),
+         helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["B", 6])],
+        [w1, w2, b2, axes, numpy_helper.from_array(np.array([2], np.int64), "axes2")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def dtypes_by_op(model):
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    return {node.op_type + ":" + node.output[0]: types.get(node.output[0]) for node in inferred.graph.node}
+
+
+def test_fp16_pass_keeps_reductions_division_softmax_in_fp32_and_io_in_fp32():
+    rng = np.random.default_rng(1)
+    model = tiny_graph(rng)
+    half = fp16.convert_to_fp16(model)
+    by_op = dtypes_by_op(half)
+    kinds = {}
+    for key, dtype in by_op.items():
+        kinds.setdefault(key.split(":")[0], set()).add(dtype)
+    assert kinds["MatMul"] == {TensorProto.FLOAT16} and kinds["Gemm"] == {TensorProto.FLOAT16}
+    assert kinds["Relu"] == {TensorProto.FLOAT16}
+    for op in ("ReduceSum", "Div", "Softmax"):
+        assert kinds[op] == {TensorProto.FLOAT}, op
+    assert "Cast" in kinds
+    # weights stored as fp16, graph I/O still fp32
+    assert {i.name: i.data_type for i in half.graph.initializer}["w1__fp16"] == TensorProto.FLOAT16
+    assert all(v.type.tensor_type.elem_type == TensorProto.FLOAT for v in list(half.graph.input) + list(half.graph.output))
+    opcheck.check_trt85(half)
+
+
+def test_fp16_graph_runs_in_onnxruntime_close_to_fp32():
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(2)
+    model = tiny_graph(rng)
+    half = fp16.convert_to_fp16(model)
+    s32 = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    s16 = ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = rng.normal(0, 2, (3, 97, 8)).astype(np.float32)
+    mask = np.ones((3, 97), np.float32)
+    mask[1, 40:] = 0
+    logits32, probs32 = s32.run(None, {"x": x, "mask": mask})
+    logits16, probs16 = s16.run(None, {"x": x, "mask": mask})
+    assert probs16.dtype == np.float32
+    error = np.abs(probs16 - probs32)
+    assert 0 < error.max() < 1e-2, (error.max(), error.mean())   # fp16 weights: not bit-identical
+    np.testing.assert_allclose(probs16.sum(1), 1.0, atol=1e-5)
+
+
+def test_fp16_pass_leaves_out_of_range_constants_in_fp32():
+    rng = np.random.default_rng(3)
+    big = numpy_helper.from_array(np.full((6,), 1e6, np.float32), "big")
+    model = tiny_graph(rng, extra_nodes=[helper.make_node("Add", ["logits", "big"], ["shifted"])])
+    model.graph.initializer.append(big)
+    model.graph.output.append(helper.make_tensor_value_info("shifted", TensorProto.FLOAT, ["B", 6]))
+    half = fp16.convert_to_fp16(model)
+    assert not any(i.name == "big__fp16" for i in half.graph.initializer)
+
+
+def test_opcheck_rejects_what_tensorrt_8_5_cannot_parse():
+    rng = np.random.default_rng(4)
+    with pytest.raises(opcheck.OpsetError, match="opset 18"):
+        opcheck.check_trt85(tiny_graph(rng, opset=18))
+    layer_norm = helper.make_node("LayerNormalization", ["logits", "b2", "b2"], ["ln"], axis=-1)
+    with pytest.raises(opcheck.OpsetError, match="LayerNormalization: added .* 8.6"):
+        opcheck.check_trt85(tiny_graph(rng, extra_nodes=[layer_norm]))
+    stft_like = helper.make_node("Einsum", ["logits", "logits"], ["e"], equation="bi,bi->b")
+    with pytest.raises(opcheck.OpsetError, match="Einsum: not in the TensorRT 8.5 allow-list"):
+        opcheck.check_trt85(tiny_graph(rng, extra_nodes=[stft_like]))
+    histogram = opcheck.check_trt85(tiny_graph(rng))
+    assert histogram["ReduceSum"] == 2 and histogram["Softmax"] == 1
+
+
+def test_batchnorm_folding_of_a_real_ladder_net_is_exact_and_removes_bn(tmp_path):
+    torch = pytest.importorskip("torch")
+    from edge_ladder.export import flops, prune
+    from edge_ladder.model import build_model, model_config
+    torch.manual_seed(0)
+    net = build_model(model_config("tiny"))
+    with torch.no_grad():  # non-trivial gamma/beta and running statistics
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        net.train()
+        for _ in range(2):
+            b = 6
+            net.training_losses(torch.randn(b, 41, 80) * 3 - 4, torch.ones(b, 41), torch.randn(b, 5, 1, 48, 48),
+                                torch.ones(b, 5), torch.ones(b, 2), torch.randint(0, 6, (b,)))
+    net.eval()
+    module = prune.prune(net)
+    folded, what = prune.fold_batchnorm(module)
+    assert any("joint.bn -> joint.linear" in w for w in what) and any("gamma" in w for w in what)
+    graph_text = str(folded.graph)
+    assert "batch_norm" not in graph_text and "gamma" not in graph_text
+    inputs = flops.reference_inputs(batch=3, audio_frames=97, video_frames=9, seed=7)
+    inputs["audio_mask"][1, 60:] = 0
+    inputs["presence"][2, 1] = 0
+    tensors = {k: torch.as_tensor(v) for k, v in inputs.items()}
+    with torch.no_grad():
+        reference, result = module(**tensors), folded(**tensors)
+    assert reference.abs().max() > 1e-3
+    assert (reference - result).abs().max() <= 1e-5
+    assert flops.count_params(folded) < flops.count_params(module) < flops.count_params(net)
+
+
+def test_shapes_parse_derive_and_reject():
+    assert shapes.parse_shapes("audio:1x300x80,face:1x30x1x48x48") == {"audio": (1, 300, 80), "face": (1, 30, 1, 48, 48)}
+    profile = shapes.resolve_profile("audio:1x11x80", None, "audio:4x997x80,face_mask:4x97", shapes.DEFAULT_PROFILE)
+    assert profile["min"]["audio_mask"] == (1, 11) and profile["max"]["face"] == (4, 97, 1, 48, 48)
+    assert profile["max"]["presence"] == (4, 2)
+    assert shapes.parse_shapes(shapes.format_shapes(profile["opt"])) == profile["opt"]
+    for bad, message in (("audio=1x3x80", "expected NAME:DxDxD"), ("mel:1x3x80", "unknown input 'mel'"),
+                         ("audio:1xAx80", "integers"), ("audio:1x0x80", "positive")):
+        with pytest.raises(shapes.ShapeError, match=message):
+            shapes.parse_shapes(bad, "--min-shapes")
+    with pytest.raises(shapes.ShapeError, match="audio_frames is 300 from audio but 200 from audio_mask"):
+        shapes.resolve_profile("audio:1x300x80,audio_mask:1x200", None, None)
+    with pytest.raises(shapes.ShapeError, match="must be 80"):
+        shapes.resolve_profile(None, "audio:1x300x64", None)
+    with pytest.raises(shapes.ShapeError, match="min <= opt <= max"):
+        shapes.resolve_profile("audio:1x500x80", None, None)
+
+
+@pytest.mark.parametrize("version, fp16_flag, strongly, graph_fp16, ask_fp16, expected", [
+    ("8.5.2", True, False, False, True, ("fp16", False, True, True)),     # JetPack 5.1: builder flag
+    ("8.5.2", True, False, True, True, ("fp16", False, True, True)),      # fp16 graph, weakly typed + flag
+    ("10.3.0", True, True, True, True, ("fp16", True, False, False)),     # JetPack 6: strongly typed
+    ("10.3.0", True, True, False, True, ("fp16", False, True, False)),    # fp32 graph + flag still works
+    ("11.4.0", False, True, True, True, ("fp16", True, False, False)),    # JetPack 7.2: only strong typing
+    ("11.4.0", False, True, False, False, ("fp32", True, False, False)),
+    ("8.6.2", True, False, False, False, ("fp32", False, False, True)),
+])
+def test_build_plan_per_tensorrt_version(version, fp16_flag, strongly, graph_fp16, ask_fp16, expected):
+    plan = engine.plan_build(version, fp16_flag, strongly, graph_fp16, ask_fp16)
+    assert (plan.precision, plan.strongly_typed, plan.fp16_flag, plan.explicit_batch) == expected
+
+
+def test_build_plan_refuses_impossible_or_contradictory_requests():
+    with pytest.raises(engine.EngineBuildError, match="no BuilderFlag.FP16.*model.fp16.onnx"):
+        engine.plan_build("11.4.0", False, True, graph_is_fp16=False, fp16=True, onnx_path="out/model.onnx")
+    with pytest.raises(engine.EngineBuildError, match="FP16 graph .* --fp16 was not given"):
+        engine.plan_build("10.13.3", True, True, graph_is_fp16=True, fp16=False)
+
+
+def inspector_json(formats):
+    return json.dumps({"Layers": [{"Name": f"l{i}", "LayerType": kind, "Outputs": [{"Format/Datatype": fmt}]}
+                                  for i, (kind, fmt) in enumerate(formats)]})
+
+
+def test_engine_precision_check_catches_silent_fp32():
+    fp16_engine = inspector_json([("Reformat", "Row major linear FP32"), ("CaskConvolution", "Channel major FP16 format"),
+                                  ("Reduce", "Row major linear FP32"), ("gemm", "Row major linear FP16 format")])
+    counts = engine.layer_precisions(fp16_engine)
+    assert counts == {"fp16": 2, "fp32": 2, "compute_fp16": 2, "compute_fp32": 0, "layers": 4}
+    engine.verify_precision(counts, "fp16")
+    with pytest.raises(engine.EngineBuildError, match="FP32 was asked"):
+        engine.verify_precision(counts, "fp32")
+    silent = engine.layer_precisions(inspector_json([("CaskConvolution", "Row major linear FP32")] * 3))
+    with pytest.raises(engine.EngineBuildError, match="FP16 was asked but every layer runs in FP32"):
+        engine.verify_precision(silent, "fp16")
+    with pytest.raises(engine.EngineBuildError, match="DETAILED"):
+        engine.verify_precision(engine.layer_precisions({"Layers": ["a", "b"]}), "fp16")
+
+
+def test_check_sidecar_refuses_changed_file_other_tensorrt_and_other_gpu(tmp_path):
+    from edge_ladder.runtime.sidecar import EngineMismatchError, sha256_file
+    engine_path = tmp_path / "model.engine"
+    engine_path.write_bytes(np.random.default_rng(5).bytes(333))
+    onnx_path = tmp_path / "model.fp16.onnx"
+    onnx_path.write_bytes(b"onnx bytes")
+    profile = shapes.resolve_profile(None, None, None)
+    sidecar = {"format": engine.SIDECAR_FORMAT, "version": 1, "tensorrt_version": "10.3.0", "cuda_version": "12.6",
+               "gpu_name": "Orin", "compute_capability": "8.7", "precision": "fp16",
+               "profiles": engine.profile_for_sidecar(profile), "onnx": onnx_path.name,
+               "onnx_sha256": sha256_file(onnx_path), "engine_sha256": sha256_file(engine_path)}
+    (tmp_path / "model.engine.json").write_text(json.dumps(sidecar))
+    ok = engine.check_sidecar(engine_path, tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7")
+    assert ok["profiles"][0]["audio"]["opt"] == [1, 198, 80]
+    with pytest.raises(EngineMismatchError, match="TensorRT 10.3.0 but this is TensorRT 11.4.0.*build-engine"):
+        engine.check_sidecar(engine_path, tensorrt_version="11.4.0", gpu_name="Orin", compute_capability="8.7")
+    with pytest.raises(EngineMismatchError, match="compute capability 8.7 but this GPU is 11.0"):
+        engine.check_sidecar(engine_path, tensorrt_version="10.3.0", gpu_name="Thor", compute_capability="11.0")
+    engine_path.write_bytes(b"tampered")
+    with pytest.raises(EngineMismatchError, match="changed since it was built"):
+        engine.check_sidecar(engine_path, tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7")
+
+
+def test_export_modules_import_without_torch_or_tensorrt():
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['tensorrt'] = None\n"
+            "import edge_ladder.export, edge_ladder.export.engine, edge_ladder.export.cli_engine, "
+            "edge_ladder.export.cli, edge_ladder.export.shapes, edge_ladder.export.opcheck, edge_ladder.export.fp16\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_build_engine_cli_errors_are_clear(tmp_path):
+    missing = subprocess.run([sys.executable, "-m", "edge_ladder", "build-engine", str(tmp_path / "none.onnx"),
+                              "--out", str(tmp_path / "x.engine"), "--min-shapes", "audio:1x9"],
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "does not exist" in missing.stderr or "audio has 3 dimensions" in missing.stderr
