@@ -109,6 +109,10 @@ ELK_API int elk_face_crops_cuda(const uint8_t *frame, int height, int width, int
                                 int n_boxes, int size, void *out, int out_dtype,
                                 int out_batch, int out_time, void *stream);
 
+/* The fp32 -> fp16 rounding the kernels use for ELK_FLOAT16 outputs (round to nearest even,
+ * subnormals, overflow to inf), on n host values; exposed so it is tested bit-exact. */
+ELK_API int elk_float_to_half_host(const float *values, uint16_t *halves, int64_t n);
+
 /* Small CUDA runtime helpers so callers (tests, benchmarks) need no pycuda. ELK_ERROR_NO_CUDA
  * without CUDA. `stream` may be 0; the copies are ordered on it and synchronous w.r.t. the host
  * only for elk_cuda_copy_to_host (which synchronises the stream). */

@@ -102,10 +102,12 @@ int check_device_pointer(const char *function, const char *name, const void *poi
     cudaPointerAttributes attributes;
     const cudaError_t error = cudaPointerGetAttributes(&attributes, pointer);
     if (error != cudaSuccess) {
-        cudaGetLastError();   // clear the sticky-free error state of this call
-        return fail(error == cudaErrorInvalidValue ? ELK_ERROR_INVALID_ARGUMENT : ELK_ERROR_CUDA,
-                    "%s: %s=%p is not a valid CUDA pointer (%s)", function, name, pointer,
-                    cudaGetErrorString(error));
+        cudaGetLastError();   // this error is not sticky: clear it
+        if (error == cudaErrorInvalidValue)
+            return fail(ELK_ERROR_INVALID_ARGUMENT, "%s: %s=%p is not a valid CUDA pointer (%s)",
+                        function, name, pointer, cudaGetErrorString(error));
+        return fail(ELK_ERROR_CUDA, "%s: checking %s: CUDA error %d (%s): %s", function, name,
+                    (int)error, cudaGetErrorName(error), cudaGetErrorString(error));
     }
     if (attributes.type == cudaMemoryTypeUnregistered ||
         (attributes.type == cudaMemoryTypeHost && attributes.devicePointer == nullptr))

@@ -190,6 +190,15 @@ int elk_face_crops_host(const uint8_t *frame, int height, int width, int64_t row
     return ELK_OK;
 }
 
+int elk_float_to_half_host(const float *values, uint16_t *halves, int64_t n) {
+    clear_error();
+    if (n < 0) return fail(ELK_ERROR_INVALID_ARGUMENT, "n must be >= 0; got %lld", (long long)n);
+    if (n > 0 && values == nullptr) return fail(ELK_ERROR_INVALID_ARGUMENT, "values is NULL");
+    if (n > 0 && halves == nullptr) return fail(ELK_ERROR_INVALID_ARGUMENT, "halves is NULL");
+    for (int64_t i = 0; i < n; ++i) halves[i] = float_to_half_bits(values[i]);
+    return ELK_OK;
+}
+
 #ifndef ELK_WITH_CUDA
 // Built without nvcc: the CUDA entry points exist and say why they cannot run.
 static int no_cuda(const char *function) {
