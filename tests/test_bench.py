@@ -3,8 +3,10 @@ report files and CLI errors. The end-to-end tests time the real tiny checkpoint 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -310,6 +312,30 @@ def test_compare_needs_two_models_and_rejects_bad_counts():
         bench.measure(runners, [{}], iterations=0, clock=clock)
 
 
+class SleepRunner(bench.Runner):
+    def __init__(self, label, seconds):
+        self.label, self.backend, self.path, self.info, self.seconds = label, "fake", f"{label}.onnx", {}, seconds
+
+    def __call__(self, inputs):
+        time.sleep(self.seconds)
+        return {}
+
+
+def test_tegrastats_sampled_during_the_run_gives_energy_per_inference(tmp_path, monkeypatch):
+    fake = tmp_path / "tegrastats"
+    fake.write_text(f"#!/bin/sh\nwhile true; do echo '{ORIN_NANO}'; sleep 0.02; done\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    report = bench.benchmark([SleepRunner("A", 0.002), SleepRunner("B", 0.001)], compare=True, warmup_ms=5,
+                             iterations=5, duration_s=0.25, shapes={"audio": (1, 11, 80), "face": (1, 3, 1, 48, 48)})
+    teg = report["runs"][0]["tegrastats"]
+    assert teg["samples"] >= 1 and teg["power_mw"]["mean"] == 7216 and teg["power_mw"]["source"] == "VDD_IN"
+    wall = sum(run["wall_s"] for run in report["runs"])
+    queries = sum(run["iterations"] for run in report["runs"])
+    assert teg["energy_per_inference_mj"] == pytest.approx(7216 * wall / queries)
+    assert "mJ/inference" in bench.markdown_table(report)
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI
 
@@ -387,9 +413,15 @@ def test_cli_compare_torch_and_onnx_writes_json_md_png(tiny_run, tiny_export, tm
 
 
 @pytest.mark.slow
-def test_preprocess_reports_front_end_and_both_latencies(tiny_export, tmp_path):
-    report = bench.benchmark([tiny_export / "model.onnx"], shapes=bench.parse_shapes("audio:2x97x80,face:2x9x1x48x48"),
-                             preprocess=True, warmup_ms=10, iterations=3, duration_s=0.1, env=False)
+def test_cli_single_model_with_preprocess_reports_front_end_and_both_latencies(tiny_export, tmp_path):
+    out = tmp_path / "one.json"
+    code = cli_main(["bench", str(tiny_export / "model.onnx"), "--shapes", "audio:2x97x80,face:2x9x1x48x48",
+                     "--preprocess", "--warmup", "10", "--iterations", "3", "--duration", "0.1",
+                     "--threads", "1", "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report) >= {"backend", "model", "latency_ms", "throughput_qps", "iterations", "env", "batch", "shapes"}
+    assert report["runner"]["intra_op_threads"] == 1
     assert report["batch"] == 2 and report["preprocess"] in ("numpy", "kernels")
     pre = report["stages_ms"]["preprocess"]["mean"]
     model_only = report["latency_ms"]["mean"]
