@@ -238,43 +238,41 @@ def raw_window_pool(shapes: Dict[str, tuple], seed: int = 0, size: int = 3) -> L
     return pool
 
 
-def kernels_frontend():
-    """(name, log_mel, face_crop) from edge_ladder.kernels when it reports it is built, else None."""
+def kernels_built() -> bool:
+    """True when edge_ladder.kernels reports its C library is built (probed when called)."""
     try:
         from . import kernels
     except ImportError:
-        return None
-    is_built = getattr(kernels, "is_built", None) or getattr(kernels, "available", None)
-    if is_built is None or not is_built():
-        return None
-    log_mel = getattr(kernels, "log_mel", None)
-    face_crop = getattr(kernels, "face_crop", None)
-    if log_mel is None or face_crop is None:
-        return None
-    return "kernels", log_mel, face_crop
-
-
-def numpy_frontend():
-    from .frontend import face_crop, log_mel
-    return "numpy", log_mel, face_crop
+        return False
+    return bool(kernels.is_built())
 
 
 def make_preprocess(prefer_kernels: bool = True):
-    """-> (name, fn(window) -> five inputs). The front-end the runtime would run on a window."""
-    from .features import batch_inputs
-    from .frontend import square_box
-    name, log_mel, face_crop = (prefer_kernels and kernels_frontend()) or numpy_frontend()
+    """-> (name, fn(window) -> five inputs): the front-end the runtime runs on a raw window.
+    'kernels' (edge_ladder.kernels host path, crops written straight into the face input) when
+    it is built and preferred, else 'numpy' (edge_ladder.frontend)."""
+    from .frontend import face_crop, log_mel, square_box
+    use_kernels = prefer_kernels and kernels_built()
+    if use_kernels:
+        from . import kernels
+        log_mel = kernels.log_mel  # noqa: F811 - same contract, C implementation
 
     def preprocess(window: dict) -> dict:
-        audio, faces, valid = [], [], []
-        for pcm, frames, box in zip(window["pcm"], window["frames"], window["boxes"]):
-            audio.append(log_mel(pcm))                                            # (T_a, 80)
+        batch, n_frames = len(window["pcm"]), len(window["frames"][0])
+        audio = np.stack([log_mel(pcm) for pcm in window["pcm"]])                    # (B, T_a, 80)
+        face = np.empty((batch, n_frames, 1, FACE_SIZE, FACE_SIZE), np.float32)      # (B, T_v, 1, S, S)
+        for b, (frames, box) in enumerate(zip(window["frames"], window["boxes"])):
             crop_box = square_box(box, frames.shape[1:])
-            faces.append(np.stack([face_crop(frame, crop_box) for frame in frames]))  # (T_v, 48, 48)
-            valid.append(np.ones(len(frames), bool))
-        return batch_inputs(audio, faces, valid)
+            for t, frame in enumerate(frames):
+                if use_kernels:
+                    kernels.face_crops(frame, [crop_box], out=face, slots=[[b, t]])
+                else:
+                    face[b, t, 0] = face_crop(frame, crop_box)
+        # every window is complete: all frames valid, both modalities present
+        return {"audio": audio, "audio_mask": np.ones(audio.shape[:2], np.float32), "face": face,
+                "face_mask": np.ones((batch, n_frames), np.float32), "presence": np.ones((batch, 2), np.float32)}
 
-    return name, preprocess
+    return ("kernels" if use_kernels else "numpy"), preprocess
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 
 from edge_ladder import bench, benchenv
 from edge_ladder.cli import main as cli_main
+from edge_ladder.frontend import face_crop, log_mel, square_box
 
 # ---------------------------------------------------------------------------------------------
 # statistics
@@ -229,6 +230,16 @@ def test_raw_window_pool_feeds_the_front_end_to_the_requested_shapes():
     inputs = preprocess(window)
     assert inputs["audio"].shape == (2, 97, 80) and inputs["face"].shape == (2, 7, 1, 48, 48)
     assert np.isfinite(inputs["audio"]).all() and inputs["face_mask"].all()
+    # the same features the runtime's front-end defines
+    np.testing.assert_array_equal(inputs["audio"][1], log_mel(window["pcm"][1]))
+    box = square_box(window["boxes"][1], window["frames"][1].shape[1:])
+    np.testing.assert_array_equal(inputs["face"][1, 6, 0], face_crop(window["frames"][1][6], box))
+    if bench.kernels_built():   # the kernels/ host path computes the same features
+        name, kernel_preprocess = bench.make_preprocess(prefer_kernels=True)
+        assert name == "kernels"
+        kernel_inputs = kernel_preprocess(window)
+        np.testing.assert_allclose(kernel_inputs["audio"], inputs["audio"], atol=2e-3)
+        np.testing.assert_allclose(kernel_inputs["face"], inputs["face"], atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------
