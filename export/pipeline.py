@@ -37,7 +37,7 @@ def training_macs(model, inputs: dict) -> int:
     train_model = copy.deepcopy(model).train()
     tensors = {n: torch.as_tensor(v) for n, v in inputs.items()}
     labels = torch.zeros(tensors["audio"].shape[0], dtype=torch.long)
-    batch = torch.cat([tensors[n] for n in ("audio",)]).shape[0]
+    batch = tensors["audio"].shape[0]
     if batch < 2:  # batch statistics need two samples: count per sample on a pair
         tensors = {n: torch.cat([t, t]) for n, t in tensors.items()}
         labels = torch.cat([labels, labels])
