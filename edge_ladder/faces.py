@@ -14,6 +14,7 @@ from ._deps import require
 from .errors import EdgeLadderError
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
+CASCADE_WINDOW = 24         # pixels: the training window of the frontal-face cascades
 
 
 class FaceDetectorError(EdgeLadderError, RuntimeError):
@@ -23,15 +24,16 @@ class FaceDetectorError(EdgeLadderError, RuntimeError):
 class FaceDetector:
     """Largest frontal face per frame, with short-gap tracking.
 
-    min_size:      smallest face side in pixels of the original frame (Haar's own window is 24).
-    scale_factor:  image-pyramid step of detectMultiScale (1.1 = 10 % per level).
+    min_size:      smallest face side in pixels of the original frame; frames are shrunk so this
+                   size becomes the cascade's 24-px window (48 -> detection at half resolution).
+    scale_factor:  image-pyramid step of detectMultiScale (1.15 = 15 % per level).
     min_neighbors: overlapping detections needed to accept a face (higher = fewer false faces).
     detect_width:  frames wider than this are downscaled for detection (speed); boxes are
                    returned in original-frame pixels. None = never downscale.
     max_reuse:     track() reuses the last box for up to this many consecutive missed frames.
     """
 
-    def __init__(self, min_size: int = 48, scale_factor: float = 1.2, min_neighbors: int = 3,
+    def __init__(self, min_size: int = 48, scale_factor: float = 1.15, min_neighbors: int = 3,
                  detect_width: int | None = 320, max_reuse: int = 5, cascade: str = DEFAULT_CASCADE):
         cv2 = require("cv2")
         path = Path(cascade)
@@ -59,13 +61,16 @@ class FaceDetector:
             raise ValueError(f"frame must be uint8 (H, W, 3) BGR or (H, W) gray; got {frame.dtype} {frame.shape}.")
         cv2 = self._cv2
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-        scale = 1.0
-        if self.detect_width and gray.shape[1] > self.detect_width:
-            scale = self.detect_width / gray.shape[1]
-            gray = cv2.resize(gray, (self.detect_width, max(1, round(gray.shape[0] * scale))),
-                              interpolation=cv2.INTER_AREA)
+        # Shrink the frame so the smallest wanted face is the cascade's own 24-px window: no time
+        # is spent on faces smaller than min_size, and the pyramid starts at its first level.
+        scale = min(1.0, CASCADE_WINDOW / self.min_size)
+        if self.detect_width:
+            scale = min(scale, self.detect_width / gray.shape[1])
+        if scale < 1.0:
+            size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         gray = cv2.equalizeHist(gray)
-        min_side = max(24, int(round(self.min_size * scale)))
+        min_side = max(CASCADE_WINDOW, int(round(self.min_size * scale)))
         found = self._cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
                                                minSize=(min_side, min_side))
         if len(found) == 0:
