@@ -335,6 +335,9 @@ class Runner:
     def __call__(self, inputs: dict) -> Dict[str, float]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release the model (sessions, device buffers)."""
+
 
 class RuntimeRunner(Runner):
     """ONNX Runtime or TensorRT through edge_ladder.runtime (never imports torch)."""
@@ -352,6 +355,9 @@ class RuntimeRunner(Runner):
     def __call__(self, inputs: dict) -> Dict[str, float]:
         result = self.model.predict(inputs)
         return {k: float(v) for k, v in (result.timings or {}).items() if isinstance(v, (int, float))}
+
+    def close(self) -> None:
+        self.model.close()
 
 
 class TorchRunner(Runner):
@@ -486,7 +492,7 @@ SPEEDUP_DEFINITION = ("speedup[label] = mean end-to-end latency of the first mod
                       "the first model)")
 
 
-def benchmark(models: Sequence, *, batch: int = 1, shapes: Optional[Dict[str, tuple]] = None,
+def benchmark(models: Sequence, *, batch: Optional[int] = None, shapes: Optional[Dict[str, tuple]] = None,
               window_s: float = WINDOW_S, warmup_ms: float = 200.0, iterations: int = 10,
               duration_s: float = 3.0, compare: bool = False, preprocess: bool = False,
               seed: int = 0, env: bool = True, tegrastats_interval_ms: int = 100, threads: Optional[int] = None,
@@ -498,10 +504,15 @@ def benchmark(models: Sequence, *, batch: int = 1, shapes: Optional[Dict[str, tu
     Without `compare` the models run one after another (each its own warm-up and loop); with it
     they run interleaved and the report has `speedup`. One model: the report is that model's
     run dict; several: {'runs': [...], 'env': ..., 'speedup' (compare only), ...}.
+    `shapes` (audio and face, as parse_shapes returns) default to the `window_s` window at `batch`
+    (default 1); a `batch` that disagrees with the shapes' first dimension is an error.
     """
-    from .benchenv import TegrastatsSampler, capture_environment, summarize_tegrastats
-    if batch < 1:
+    from .benchenv import capture_environment
+    if batch is not None and batch < 1:
         raise BenchError(f"--batch must be >= 1; got {batch}")
+    if shapes is not None and batch is not None and batch != shapes["audio"][0]:
+        raise BenchError(f"batch {batch} disagrees with the shapes' batch {shapes['audio'][0]}; "
+                         f"give one of them, or make them equal")
     if threads is not None and threads < 1:
         raise BenchError(f"--threads must be >= 1; got {threads}")
     specs = [m if isinstance(m, (ModelSpec, Runner)) else parse_model_spec(str(m), backend) for m in models]
@@ -512,16 +523,40 @@ def benchmark(models: Sequence, *, batch: int = 1, shapes: Optional[Dict[str, tu
         raise BenchError(f"--compare needs at least two models; got {len(specs)}. "
                          f"Add another MODEL, e.g. the checkpoint and its model.onnx")
     unique_labels(specs)
-    shapes = dict(shapes) if shapes is not None else window_shapes(batch, window_s)
+    shapes = dict(shapes) if shapes is not None else window_shapes(batch or 1, window_s)
     batch = shapes["audio"][0]
     environment = capture_environment() if env else None
     say = progress or (lambda text: None)
 
-    runners = []
-    for spec in specs:
-        if not isinstance(spec, Runner):
+    runners, opened = [], []
+    try:
+        for spec in specs:
+            if isinstance(spec, Runner):
+                runners.append(spec)
+                continue
             say(f"loading {spec.label} ({spec.path})")
-        runners.append(spec if isinstance(spec, Runner) else open_runner(spec, threads))
+            runners.append(open_runner(spec, threads))
+            opened.append(runners[-1])
+        runs = _time_runners(runners, shapes, batch, compare=compare, preprocess=preprocess, seed=seed,
+                             warmup_ms=warmup_ms, iterations=iterations, duration_s=duration_s,
+                             environment=environment, tegrastats_interval_ms=tegrastats_interval_ms,
+                             clock=clock, say=say)
+    finally:
+        for runner in opened:
+            runner.close()
+    if len(runs) == 1:
+        return runs[0]
+    report = {"edge_ladder": __version__, "batch": batch, "runs": runs, "env": environment}
+    if compare:
+        report["interleaved"] = True
+        report["speedup"] = speedups(runs)
+        report["speedup_definition"] = SPEEDUP_DEFINITION
+    return report
+
+
+def _time_runners(runners, shapes, batch, *, compare, preprocess, seed, warmup_ms, iterations, duration_s,
+                  environment, tegrastats_interval_ms, clock, say) -> List[dict]:
+    from .benchenv import TegrastatsSampler, summarize_tegrastats
     pool = input_pool(shapes, seed=seed)
     raw_pool, pre_fn, pre_name = None, None, None
     if preprocess:
@@ -535,7 +570,7 @@ def benchmark(models: Sequence, *, batch: int = 1, shapes: Optional[Dict[str, tu
             f"{' interleaved' if len(group) > 1 else ''}: warm-up {warmup_ms:g} ms, "
             f">= {iterations} iterations and >= {duration_s:g} s")
         # tegrastats is sampled only when the environment is asked for (and exists: Jetson)
-        sampler = TegrastatsSampler(tegrastats_interval_ms) if env else None
+        sampler = TegrastatsSampler(tegrastats_interval_ms) if environment is not None else None
         with sampler if sampler is not None else contextlib.nullcontext():
             records = measure([runners[i] for i in group], pool, warmup_ms=warmup_ms, iterations=iterations,
                               duration_s=duration_s, preprocess=pre_fn, raw_pool=raw_pool, clock=clock)
@@ -547,19 +582,14 @@ def benchmark(models: Sequence, *, batch: int = 1, shapes: Optional[Dict[str, tu
             total_wall = sum(records[k]["wall_s"] for k in range(len(group)))
             queries = batch * sum(records[k]["iterations"] for k in range(len(group)))
             stats = summarize_tegrastats(sampler.samples, total_wall, queries)
+            if len(group) > 1:  # power cannot be split between interleaved models
+                stats["scope"] = f"interleaved mix of {len(group)} models; run one model alone for its own energy"
             for i in group:
-                runs[i]["tegrastats"] = stats  # shared when interleaved: energy is per query of the mix
-    if len(runs) == 1:
-        return runs[0]
-    report = {"edge_ladder": __version__, "batch": batch, "runs": runs, "env": environment}
-    if compare:
-        report["interleaved"] = True
-        report["speedup"] = speedups(runs)
-        report["speedup_definition"] = SPEEDUP_DEFINITION
-    return report
+                runs[i]["tegrastats"] = stats
+    return runs
 
 
-def compare(models: Sequence, *, window_s: float = WINDOW_S, batch: int = 1, duration_s: float = 3.0,
+def compare(models: Sequence, *, window_s: float = WINDOW_S, batch: Optional[int] = None, duration_s: float = 3.0,
             warmup_ms: float = 200.0, iterations: int = 10, **kwargs) -> dict:
     """Interleaved benchmark of several models; report['speedup'] against the first. The demo
     calls compare([ckpt, onnx, fp16_onnx], duration_s=...) and writes DIR/bench/compare.json."""

@@ -321,6 +321,8 @@ def test_compare_needs_two_models_and_rejects_bad_counts():
         bench.benchmark(runners, compare=True, env=False, clock=clock)
     with pytest.raises(bench.BenchError, match="iterations"):
         bench.measure(runners, [{}], iterations=0, clock=clock)
+    with pytest.raises(bench.BenchError, match="batch 4 disagrees"):
+        bench.benchmark(runners, batch=4, shapes=bench.window_shapes(1), env=False, clock=clock)
 
 
 class SleepRunner(bench.Runner):
