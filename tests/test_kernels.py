@@ -434,3 +434,24 @@ def test_host_only_build_from_the_same_sources(tmp_path):
     count = ctypes.c_int(-1)
     assert host_only.elk_cuda_device_count(ctypes.byref(count)) == kernels.ERROR_NO_CUDA
     assert b"built without CUDA" in host_only.elk_last_error()
+
+
+def test_cmake_clamps_cuda_architectures_to_nvcc(tmp_path, monkeypatch):
+    """EDGE_LADDER_CUDA_ARCHITECTURES from the environment; sm_72 (gone in CUDA 13) is dropped
+    with a message when the found nvcc cannot target it; nothing left is a configure error."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None or shutil.which("cmake") is None:
+        pytest.skip("needs nvcc and cmake on PATH (CI has both)")
+    listed = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True).stdout
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.setenv("EDGE_LADDER_CUDA_ARCHITECTURES", "72,87")
+    done = subprocess.run(["cmake", "-S", root, "-B", str(tmp_path / "b1")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "from the EDGE_LADDER_CUDA_ARCHITECTURES environment variable: 72,87" in done.stdout
+    if "compute_72" in listed:
+        assert "architectures: 72;87" in done.stdout
+    else:
+        assert "dropping CUDA architecture 72" in done.stdout and "architectures: 87" in done.stdout
+    done = subprocess.run(["cmake", "-S", root, "-B", str(tmp_path / "b2"), "-DEDGE_LADDER_CUDA_ARCHITECTURES=12"],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "none of the CUDA architectures '12'" in done.stdout + done.stderr
