@@ -157,7 +157,7 @@ def predict(model, clips, device, batch_size: int = 64, presence=None, modalitie
         for start in range(0, len(clips), batch_size):
             batch = batch_clips(clips[start:start + batch_size])
             if presence is not None:
-                batch["presence"] = np.asarray(presence[start:start + batch_size], np.float32)
+                batch["presence"] = np.array(presence[start:start + batch_size], np.float32)
             tensors = to_tensors(batch, device)
             tensors["presence"] = apply_modalities(tensors["presence"], modalities)
             out.append(net(**tensors).float().cpu().numpy())

@@ -1,0 +1,172 @@
+"""edge_ladder.model: masking, the inference/decoder separation, presence flags, checkpoints."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_ladder.errors import EdgeLadderError  # noqa: E402
+from edge_ladder.features import batch_inputs  # noqa: E402
+from edge_ladder.model import LadderNet, ModelConfig, load_checkpoint, model_config  # noqa: E402
+
+
+def random_clip(rng, t_audio, t_video, n_mels=80, size=48, missing=()):
+    valid = np.ones(t_video, bool)
+    valid[list(missing)] = False
+    return (rng.normal(-5, 2, (t_audio, n_mels)).astype(np.float32),
+            rng.normal(0, 1, (t_video, size, size)).astype(np.float32), valid)
+
+
+def tensors(batch):
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+
+
+@pytest.fixture(scope="module")
+def net():
+    """A tiny model with non-trivial running statistics, absent vectors, gamma/beta and
+    combinators (at the ladder's init a1 = a4 = a6 = a9 = 0, so V gets no gradient until the
+    first step moves them)."""
+    torch.manual_seed(0)
+    model = LadderNet(model_config("tiny"))
+    rng = np.random.default_rng(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1 or "combinator" in name:
+                p.add_(0.3 * torch.randn_like(p))
+        model.train()
+        for _ in range(3):
+            clips = [random_clip(rng, int(rng.integers(60, 140)), int(rng.integers(6, 14))) for _ in range(8)]
+            batch = tensors(batch_inputs(*zip(*clips)))
+            model.training_losses(**batch, labels=torch.from_numpy(rng.integers(0, 6, 8)))
+    model.eval()
+    return model
+
+
+def test_padding_does_not_change_the_output(net):
+    rng = np.random.default_rng(2)
+    clip = random_clip(rng, 97, 9, missing=(3,))
+    alone = net(**tensors(batch_inputs(*zip(clip))))
+    longer = random_clip(rng, 151, 15)
+    padded = batch_inputs(*zip(clip, longer))
+    padded["audio"][0, 97:] = rng.normal(0, 5, (151 - 97, 80))        # garbage in the padding
+    padded["face"][0, 9:] = rng.normal(0, 5, (15 - 9, 1, 48, 48))
+    padded["face"][0, 3] = rng.normal(0, 5, (1, 48, 48))                # and in the masked frame
+    together = net(**tensors(padded))
+    torch.testing.assert_close(together[0], alone[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(together[0], together[1])
+
+
+def test_masked_mean_survives_empty_masks(net):
+    rng = np.random.default_rng(3)
+    batch = batch_inputs(*zip(random_clip(rng, 33, 3, missing=(0, 1, 2)), random_clip(rng, 41, 4)))
+    batch["audio_mask"][0] = 0.0
+    out = net(**tensors(batch))
+    assert torch.isfinite(out).all()
+
+
+def test_clean_path_is_deterministic_and_matches_inference_module(net):
+    rng = np.random.default_rng(4)
+    batch = tensors(batch_inputs(*zip(*[random_clip(rng, 97 + 13 * i, 9 + i) for i in range(3)])))
+    first = net(**batch)
+    module = net.inference_module()
+    net.train()  # the inference module uses running statistics whatever the mode
+    try:
+        torch.testing.assert_close(module(**batch), first, atol=0, rtol=0)
+        torch.testing.assert_close(module(**batch), first, atol=0, rtol=0)
+    finally:
+        net.eval()
+    # batch composition does not matter (running statistics, not batch statistics)
+    single = net(**{k: v[1:2] for k, v in batch.items()})
+    torch.testing.assert_close(single[0], first[1], atol=1e-5, rtol=1e-5)
+
+
+def test_inference_ignores_decoders_and_decoders_get_gradients(net):
+    rng = np.random.default_rng(5)
+    clips = [random_clip(rng, int(rng.integers(80, 120)), int(rng.integers(8, 12))) for _ in range(6)]
+    batch = tensors(batch_inputs(*zip(*clips)))
+    labels = torch.from_numpy(rng.integers(0, 6, 6))
+    module = net.inference_module()
+    names = set(module.state_dict())
+    assert names and not any("decoder" in n or "combinator" in n for n in names)
+    before = module(**batch)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    try:
+        net.train()
+        net.zero_grad()
+        out = net.training_losses(**batch, labels=labels, ladder="cross")
+        out["loss"].backward()
+        decoder_params = [(n, p) for n, p in net.named_parameters() if "decoder" in n or "combinator" in n]
+        assert decoder_params
+        for name, param in decoder_params:
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
+        net.eval()
+        reference = module(**batch)  # the clean pass above moved the running statistics
+        assert (reference - before).abs().max() > 0
+        with torch.no_grad():
+            for _, param in decoder_params:
+                param.add_(torch.randn_like(param))
+        torch.testing.assert_close(module(**batch), reference, atol=0, rtol=0)
+        # the ablations: "within" leaves the cross heads without gradient, "none" every decoder
+        for mode, idle in (("within", ".cross."), ("none", "")):
+            net.train()
+            net.zero_grad()
+            out = net.training_losses(**batch, labels=labels, ladder=mode)
+            out["loss"].backward()
+            for name, param in decoder_params:
+                if idle in name:
+                    assert param.grad is None or param.grad.abs().sum() == 0, (mode, name)
+            assert (out["denoise"] == 0) == (mode == "none")
+    finally:
+        net.load_state_dict(state)
+        net.eval()
+
+
+def test_presence_flags_switch_a_modality_off(net):
+    rng = np.random.default_rng(6)
+    clips = [random_clip(rng, 97, 9), random_clip(rng, 123, 12)]
+    batch = batch_inputs(*zip(*clips))
+    other = batch_inputs(*zip(*[random_clip(rng, 97, 9), random_clip(rng, 123, 12)]))
+    for index, keys in ((1, ("face", "face_mask")), (0, ("audio", "audio_mask"))):
+        absent = dict(batch, presence=batch["presence"].copy())
+        absent["presence"][:, index] = 0.0
+        swapped = dict(absent, **{k: other[k] for k in keys})
+        a, b, full = net(**tensors(absent)), net(**tensors(swapped)), net(**tensors(batch))
+        torch.testing.assert_close(a, b, atol=0, rtol=0)         # the absent modality is ignored
+        assert (a - full).abs().max() > 1e-4                    # and the flag changes the output
+        # a present modality does matter
+        assert (net(**tensors(dict(batch, **{k: other[k] for k in keys}))) - full).abs().max() > 1e-4
+
+
+def test_precomputed_embeddings_option():
+    torch.manual_seed(0)
+    config = ModelConfig(audio_input="embedding", audio_dim=64, face_input="embedding", face_dim=32,
+                         audio_channels=16, embed_dim=16, encoder_dims=(16,), joint_dim=16)
+    model = LadderNet(config)
+    audio, face = torch.randn(3, 97, 64), torch.randn(3, 11, 32)
+    masks = torch.ones(3, 97), torch.ones(3, 11)
+    presence = torch.ones(3, 2)
+    model.train()
+    out = model.training_losses(audio, masks[0], face, masks[1], presence, labels=torch.tensor([0, 3, 5]))
+    out["loss"].backward()
+    model.eval()
+    logits = model(audio, masks[0], face, masks[1], presence)
+    assert logits.shape == (3, 6)
+    # padding invariance holds for embeddings too
+    masks[0][0, 50:] = 0
+    ref = model(audio[:1, :50], masks[0][:1, :50], face[:1], masks[1][:1], presence[:1])
+    torch.testing.assert_close(model(audio, masks[0], face, masks[1], presence)[:1], ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(EdgeLadderError, match="face_dim"):
+        ModelConfig(face_input="embedding")
+
+
+def test_bad_config_and_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(EdgeLadderError, match="model size"):
+        model_config("huge")
+    with pytest.raises(EdgeLadderError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    with pytest.raises(EdgeLadderError, match="not a readable"):
+        load_checkpoint(junk)
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(EdgeLadderError, match="format"):
+        load_checkpoint(tmp_path / "other.pt")
