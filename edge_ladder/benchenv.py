@@ -172,6 +172,8 @@ def capture_environment() -> dict:
         "cuda": cuda_toolkit_version(),
         "versions": package_versions(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        # other work on the machine when the run started (a loaded CPU makes every figure noisy)
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "captured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     jetson = jetson_info()
@@ -192,7 +194,7 @@ def environment_line(env: dict) -> str:
     else:
         parts.append("no NVIDIA GPU")
     if env.get("cuda"):
-        parts.append(f"CUDA {env['cuda']}")
+        parts.append(f"CUDA toolkit {env['cuda']}")
     jetson = env.get("jetson")
     if jetson:
         nvp = jetson.get("nvpmodel")
@@ -202,6 +204,8 @@ def environment_line(env: dict) -> str:
     versions = env.get("versions", {})
     parts.append(", ".join(f"{k} {v}" for k, v in versions.items()))
     parts.append(env.get("os", "?"))
+    if env.get("load_average"):
+        parts.append(f"load average {env['load_average'][0]:g} at start")
     return " | ".join(parts)
 
 
