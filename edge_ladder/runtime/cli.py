@@ -22,20 +22,20 @@ AUDIO_SUFFIXES = (".wav",)
 VIDEO_SUFFIXES = (".flv", ".mp4", ".avi", ".mkv", ".mov")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="model.onnx (ONNX Runtime) or model.engine (TensorRT)")
-    parser.add_argument("--audio", metavar="WAV", help="16 kHz mono WAV of one clip")
-    parser.add_argument("--video", metavar="VIDEO", help="video of the same clip (FLV, MP4, ...)")
-    parser.add_argument("--input", metavar="DIR", help="a CREMA-D-like directory (AudioWAV/ + VideoFlash/) or a "
+def add_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("model", metavar="MODEL", help="model.onnx (ONNX Runtime) or model.engine (TensorRT)")
+    command.add_argument("--audio", metavar="WAV", help="16 kHz mono WAV of one clip")
+    command.add_argument("--video", metavar="VIDEO", help="video of the same clip (FLV, MP4, ...)")
+    command.add_argument("--input", metavar="DIR", help="a CREMA-D-like directory (AudioWAV/ + VideoFlash/) or a "
                                                        "flat directory of NAME.wav + NAME.flv pairs")
-    parser.add_argument("--csv", metavar="OUT", help="with --input: write one row per clip to this CSV")
-    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default=None,
+    command.add_argument("--csv", metavar="OUT", help="with --input: write one row per clip to this CSV")
+    command.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default=None,
                         help="default: from the file suffix (.onnx -> onnxruntime, .engine -> tensorrt)")
-    parser.add_argument("--json", action="store_true", help="print JSON (one object per clip)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default min(4, cores))")
-    parser.add_argument("--device", type=int, default=0, help="tensorrt: CUDA device index (default 0)")
-    parser.add_argument("--use-cuda-graph", action="store_true", help="tensorrt: replay each input shape as a CUDA graph")
-    parser.add_argument("--no-verify-sidecar", action="store_true",
+    command.add_argument("--json", action="store_true", help="print JSON (one object per clip)")
+    command.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default min(4, cores))")
+    command.add_argument("--device", type=int, default=0, help="tensorrt: CUDA device index (default 0)")
+    command.add_argument("--use-cuda-graph", action="store_true", help="tensorrt: replay each input shape as a CUDA graph")
+    command.add_argument("--no-verify-sidecar", action="store_true",
                         help="tensorrt: load an engine without MODEL.engine.json checks (trusted engines only)")
 
 

@@ -83,6 +83,22 @@ def track_boxes(boxes: Sequence, max_reuse: int) -> list:
     return out
 
 
+class _Frame:
+    """One camera frame; its face box is detected at most once, and only if a tick uses it."""
+    __slots__ = ("t", "image", "_box", "_known", "_lock")
+
+    def __init__(self, t: float, image: np.ndarray, box=None, known: bool = False):
+        self.t, self.image, self._box, self._known = t, image, box, known
+        self._lock = threading.Lock()
+
+    def box(self, detect):
+        if not self._known:
+            with self._lock:
+                if not self._known:
+                    self._box, self._known = detect(self.image), True
+        return self._box
+
+
 class AudioRing:
     """Fixed-capacity float32 ring of the latest samples, addressed by absolute sample index."""
 
@@ -152,6 +168,7 @@ class Stream:
         self.hop_ticks = round(hop_s * fps)
         self._lock = threading.Lock()
         self._predict_lock = threading.Lock()
+        self._detector_lock = threading.Lock()
         self._clear()
 
     def _clear(self) -> None:
@@ -162,7 +179,7 @@ class Stream:
         # for the next one to decide which ticks it is nearest to
         self._ticks: "collections.OrderedDict[int, tuple]" = collections.OrderedDict()
         self._next_tick = 0
-        self._pending = None                           # (t relative to origin, frame, box)
+        self._pending: Optional[_Frame] = None         # latest frame (t relative to origin)
         self._smoothed: Optional[np.ndarray] = None
 
     # ---------------------------------------------------------------------------------------
@@ -238,23 +255,28 @@ class Stream:
                               f"Pass OpenCV's VideoCapture frames as they are.")
         if t is None or not np.isfinite(t):
             raise StreamError(f"feed_frame needs the frame's capture time t in seconds; got {t!r}.")
+        box = self._largest(boxes) if boxes is not None else None
+        used = []
         with self._lock:
             self._set_origin(t)
             rel = float(t) - self.origin
-            if self._pending is not None and rel < self._pending[0]:
-                raise StreamError(f"frames must arrive in time order; got t={t} after t={self._pending[0] + self.origin}.")
-        box = self._largest(boxes) if boxes is not None else self._detect(frame)
-        with self._lock:
-            new = (rel, frame, box)
+            if self._pending is not None and rel < self._pending.t:
+                raise StreamError(f"frames must arrive in time order; got t={t} after t={self._pending.t + self.origin}.")
+            new = _Frame(rel, frame, box, known=boxes is not None)
             fps = frontend.VIDEO_FPS
             while self._next_tick / fps <= rel:
                 tau = self._next_tick / fps
                 # nearest of the previous and the new frame; the midpoint (within float rounding
                 # of timestamps like i / 15) goes to the later frame, as in media.read_video
                 prev = self._pending
-                choice = prev if prev is not None and tau < (prev[0] + rel) / 2 - TIE_EPS_S else new
-                self._store_tick(self._next_tick, choice, tau)
+                choice = prev if prev is not None and tau < (prev.t + rel) / 2 - TIE_EPS_S else new
+                if self._store_tick(self._next_tick, choice, tau):
+                    used.append(choice)
             self._pending = new
+        # detect faces here, in the camera thread, only on frames that ticks use (a 30 fps
+        # camera feeds 3 frames per tick); a window built meanwhile detects on demand instead
+        for chosen in used:
+            chosen.box(self._detect)
 
     def _largest(self, boxes):
         boxes = [tuple(float(v) for v in b) for b in boxes]
@@ -264,22 +286,23 @@ class Stream:
         return max(boxes, key=lambda b: b[2] * b[3]) if boxes else None
 
     def _detect(self, frame):
-        if self.detector is None:
-            from ..faces import FaceDetector
-            self.detector = FaceDetector()
+        with self._detector_lock:
+            if self.detector is None:
+                from ..faces import FaceDetector
+                self.detector = FaceDetector()
         return self.detector.detect(frame)
 
-    def _store_tick(self, k: int, choice, tau: float) -> None:
-        """Decide tick k: `choice` (t, frame, box) if it is close enough in time, else no frame."""
-        if choice is not None and abs(choice[0] - tau) <= self.max_frame_gap_s:
-            self._ticks[k] = (choice[1], choice[2])
-        else:
-            self._ticks[k] = (None, None)
+    def _store_tick(self, k: int, choice: Optional[_Frame], tau: float) -> bool:
+        """Decide tick k: the frame `choice` if it is close enough in time, else no frame.
+        Returns whether the frame was used."""
+        used = choice is not None and abs(choice.t - tau) <= self.max_frame_gap_s
+        self._ticks[k] = choice if used else None
         self._next_tick = k + 1
         # keep the ticks the next window needs; bounded even when no audio arrives
         keep_from = max(self._window_bounds(self._next_window)[2], k + 1 - 2 * self.window_ticks)
         while self._ticks and next(iter(self._ticks)) < keep_from:
             self._ticks.popitem(last=False)
+        return used
 
     # ---------------------------------------------------------------------------------------
     # windows
@@ -292,22 +315,23 @@ class Stream:
         while self._next_tick < k1:
             tau = self._next_tick / fps
             pending = self._pending
-            usable = pending is not None and tau - pending[0] <= 1.0 / fps
+            usable = pending is not None and tau - pending.t <= 1.0 / fps
             self._store_tick(self._next_tick, pending if usable else None, tau)
         samples = self._audio.read(s0, s1)
-        ticks = [self._ticks.get(k, (None, None)) for k in range(k0, k1)]
+        ticks = [self._ticks.get(k) for k in range(k0, k1)]
         return index, samples, ticks
 
     def window_features(self, samples: np.ndarray, ticks) -> tuple:
-        """(samples, [(frame, box) per tick]) -> (audio (T_a, 80), face (T_v, 48, 48), face_valid (T_v,))."""
+        """(samples, [_Frame or None per tick]) -> (audio (T_a, 80), face (T_v, 48, 48), face_valid (T_v,))."""
         audio = frontend.log_mel(samples)
+        raw_boxes = [frame.box(self._detect) if frame is not None else None for frame in ticks]
         max_reuse = self.detector.max_reuse if self.detector is not None else 0
-        boxes = track_boxes([box for _, box in ticks], max_reuse)
+        boxes = track_boxes(raw_boxes, max_reuse)
         face = np.zeros((len(ticks), frontend.FACE_SIZE, frontend.FACE_SIZE), np.float32)
         valid = np.zeros(len(ticks), bool)
-        for i, ((frame, _), box) in enumerate(zip(ticks, boxes)):
+        for i, (frame, box) in enumerate(zip(ticks, boxes)):
             if frame is not None and box is not None:
-                face[i] = frontend.face_crop(frame, frontend.square_box(box, frame.shape))
+                face[i] = frontend.face_crop(frame.image, frontend.square_box(box, frame.image.shape))
                 valid[i] = True
         return audio, face, valid
 
