@@ -13,7 +13,6 @@ import importlib.util
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -75,18 +74,3 @@ def engine_fp16(artifacts):
     path = Path(artifacts["onnx_fp16"]).with_suffix(".engine")
     build_engine(artifacts["onnx_fp16"], path, fp16=True)
     return path
-
-
-class InputCycle:
-    """pytest-benchmark `setup` callable: each round gets the next pre-generated random input set
-    (never zero, valid masks) from edge_ladder.bench.input_pool, outside the timed region."""
-
-    def __init__(self, shapes, size=8, seed=0):
-        from edge_ladder.bench import input_pool
-        self.pool = input_pool(shapes, seed=seed, size=size)
-        self.step = 0
-
-    def __call__(self):
-        inputs = self.pool[self.step % len(self.pool)]
-        self.step += 1
-        return (inputs,), {}
