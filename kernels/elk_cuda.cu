@@ -31,6 +31,8 @@ __global__ void log_mel_kernel(const void *pcm, int pcm_format, int64_t n_frames
     const int tid = threadIdx.x, n_threads = blockDim.x, n_bins = n_fft / 2 + 1;
 
     stage_twiddles(tid, n_threads, n_fft, twiddle_re, twiddle_im);
+    stage_mel_ranges_reset(tid, n_threads, n_mels, n_bins, mel_lo, mel_hi);
+    __syncthreads();
     stage_mel_ranges(tid, n_threads, filterbank, n_mels, n_bins, mel_lo, mel_hi);
     __syncthreads();
     for (int64_t t = blockIdx.x; t < n_frames; t += gridDim.x) {

@@ -151,6 +151,7 @@ int elk_log_mel_host(const void *pcm, int pcm_format, int64_t n_samples, int win
     std::vector<int> mel_lo(n_mels), mel_hi(n_mels);
     // The CUDA kernel runs these stages with (threadIdx.x, blockDim.x); here one "thread" runs all.
     stage_twiddles(0, 1, n_fft, twiddle_re.data(), twiddle_im.data());
+    stage_mel_ranges_reset(0, 1, n_mels, n_bins, mel_lo.data(), mel_hi.data());
     stage_mel_ranges(0, 1, mel_filterbank, n_mels, n_bins, mel_lo.data(), mel_hi.data());
     for (int64_t t = 0; t < n_frames; ++t) {
         stage_load_frame(0, 1, pcm, pcm_format, t * hop, win, n_fft, log2_n, re.data(), im.data());

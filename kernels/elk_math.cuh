@@ -99,16 +99,38 @@ ELK_HD void stage_twiddles(int tid, int n_threads, int n_fft, float *twiddle_re,
     }
 }
 
-// First and last non-zero bin of each mel filter (mel_lo > mel_hi for an all-zero filter).
+// *slot = min(*slot, value) / max: atomic on the device (threads share the slot), plain on the host.
+ELK_HD void min_into(int *slot, int value) {
+#ifdef __CUDA_ARCH__
+    atomicMin(slot, value);
+#else
+    if (value < *slot) *slot = value;
+#endif
+}
+
+ELK_HD void max_into(int *slot, int value) {
+#ifdef __CUDA_ARCH__
+    atomicMax(slot, value);
+#else
+    if (value > *slot) *slot = value;
+#endif
+}
+
+// First and last non-zero bin of each mel filter, in two stages (reset, then one pass over all
+// (n_mels, n_bins) weights, coalesced on the device). An all-zero filter keeps lo > hi.
+ELK_HD void stage_mel_ranges_reset(int tid, int n_threads, int n_mels, int n_bins, int *mel_lo, int *mel_hi) {
+    for (int m = tid; m < n_mels; m += n_threads) {
+        mel_lo[m] = n_bins;
+        mel_hi[m] = -1;
+    }
+}
+
 ELK_HD void stage_mel_ranges(int tid, int n_threads, const float *filterbank, int n_mels, int n_bins,
                              int *mel_lo, int *mel_hi) {
-    for (int m = tid; m < n_mels; m += n_threads) {
-        const float *row = filterbank + (int64_t)m * n_bins;
-        int lo = 0, hi = n_bins - 1;
-        while (lo < n_bins && row[lo] == 0.0f) ++lo;
-        while (hi >= lo && row[hi] == 0.0f) --hi;
-        mel_lo[m] = lo;
-        mel_hi[m] = hi;
+    for (int i = tid; i < n_mels * n_bins; i += n_threads) {
+        if (filterbank[i] == 0.0f) continue;
+        min_into(&mel_lo[i / n_bins], i % n_bins);
+        max_into(&mel_hi[i / n_bins], i % n_bins);
     }
 }
 

@@ -112,6 +112,27 @@ def test_log_mel_other_frame_sizes(lib):
     assert_fp32_close(got, ref, "log-mel n_fft 256, win 255, hop 97")
 
 
+def test_log_mel_uses_the_filterbank_it_is_given(lib):
+    """The C side takes the filterbank as an argument: an all-zero filter gives log(floor), a
+    scaled one shifts by log(scale)."""
+    rng = np.random.default_rng()
+    pcm = random_pcm(rng, 4000 + 37, np.float32)
+    filterbank = frontend.mel_filterbank().copy()
+    filterbank[3] = 0.0
+    filterbank[50] *= 4.0
+    out = np.empty((frontend.n_audio_frames(pcm.size), 80), np.float32)
+    status = lib.elk_log_mel_host(pcm.ctypes.data, 1, pcm.size, 400, 160, 512, 80, filterbank.ctypes.data,
+                                  1e-10, out.ctypes.data, 0, 80, 0, out.shape[0])
+    assert status == kernels.OK, lib.elk_last_error()
+    ref = frontend.log_mel(pcm).astype(np.float64)
+    np.testing.assert_allclose(out[:, 3], np.log(np.float32(1e-10)), rtol=1e-6)
+    loud = ref[:, 50] > np.log(1e-10) + 5
+    np.testing.assert_allclose(out[loud, 50], ref[loud, 50] + np.log(4.0), atol=1e-4)
+    keep = np.ones(80, bool)
+    keep[[3, 50]] = False
+    assert_fp32_close(out[:, keep], ref[:, keep], "other filters")
+
+
 @pytest.mark.parametrize("n_samples, n_frames", [(0, 0), (399, 0), (400, 1), (559, 1), (560, 2)])
 def test_log_mel_frame_count_edges(lib, n_samples, n_frames):
     pcm = np.random.default_rng().standard_normal(n_samples).astype(np.float32)
