@@ -48,6 +48,10 @@ def sha256_file(path: Union[str, Path]) -> str:
 
 
 def rebuild_command(engine_path: Union[str, Path], sidecar: Optional[dict] = None) -> str:
+    """The build-engine command for this engine: the one the sidecar recorded (with its
+    precision and shape flags) when present, else the plain form."""
+    if (sidecar or {}).get("rebuild_command"):
+        return str(sidecar["rebuild_command"])
     engine_path = Path(engine_path)
     onnx = (sidecar or {}).get("onnx") or engine_path.with_suffix(".onnx").name
     onnx_path = Path(onnx) if Path(onnx).is_absolute() else engine_path.parent / onnx
