@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import os
 import wave
@@ -45,6 +46,7 @@ FLV1 = 2                     # fourcc of FFmpeg's FLV1 encoder ('FLV1' itself ma
 FIRST_ACTOR = 1001
 SYLLABLES = {"IEO": 5, "TIE": 7, "IOM": 8, "IWW": 7, "TAI": 8, "MTI": 9, "IWL": 8, "ITH": 9,
              "DFA": 5, "ITS": 6, "TSI": 5, "WSI": 8}
+CONTROL_STEP = 64           # samples between updates of the harmonic amplitudes (4 ms)
 LEVEL_INTENSITY = {"LO": 0.6, "MD": 0.85, "HI": 1.15, "XX": 1.0}
 
 
@@ -165,15 +167,23 @@ def synth_audio(actor: Actor, voice: Voice, intensity: float, n_syllables: int, 
     # formants: one vowel per syllable, interpolated between syllable centres
     vowel_ids = rng.integers(0, len(VOWELS), max(1, len(onsets)))
     centres = onsets + length / 2 if len(onsets) else np.array([duration / 2])
-    formants = np.stack([np.interp(t, centres, VOWELS[vowel_ids, j]) for j in range(3)]) * actor.formant_scale
+    control = np.arange(0, n + CONTROL_STEP, CONTROL_STEP)                       # 250 Hz control grid
+    formants = np.stack([np.interp(control / SAMPLE_RATE, centres, VOWELS[vowel_ids, j]) for j in range(3)])
+    formants *= actor.formant_scale                                                 # (3, n_control) Hz
+    f0_control = f0_t[np.minimum(control, n - 1)]                                   # (n_control,)
     tilt = voice.tilt + (1.0 - k) * 0.3
+    harmonics = np.arange(1, int(7000 / f0_t.min()) + 1)[:, None]                  # (H, 1)
+    freq = harmonics * f0_control                                                   # (H, n_control)
+    resonance = sum(np.exp(-0.5 * ((freq - formants[j]) / (80 + 40 * j)) ** 2) * (1.0, 0.6, 0.3)[j]
+                    for j in range(3))
+    amps = (0.15 + resonance) / harmonics ** tilt * (freq < 7500)                 # (H, n_control)
+    # sum_h amp_h(t) sin(h phase(t)), with e^{i h phase} built by repeated multiplication
+    rotor = np.exp(1j * phase)
+    power = np.ones(n, np.complex128)
     voiced = np.zeros(n)
-    for h in range(1, int(7000 / f0_t.min()) + 1):
-        freq = h * f0_t
-        resonance = sum(np.exp(-0.5 * ((freq - formants[j]) / (80 + 40 * j)) ** 2) * (1.0, 0.6, 0.3)[j]
-                        for j in range(3))
-        amp = (0.15 + resonance) / h ** tilt * (freq < 7500)
-        voiced += amp * np.sin(h * phase)
+    for h in range(amps.shape[0]):
+        power *= rotor
+        voiced += np.interp(np.arange(n), control, amps[h]) * power.imag
     voiced /= np.abs(voiced).max() + 1e-9
     breath = rng.normal(0, 1, n) * voice.breath * 2.0
     speech = env * (voiced + breath)
@@ -192,8 +202,7 @@ def draw_face(actor: Actor, face: Face, k: float, mouth_open: float, offset: tup
     """One BGR frame (H, W, 3) uint8."""
     cv2 = _cv2()
     width, height = VIDEO_SIZE
-    img = np.empty((height, width, 3), np.float32)
-    img[:] = np.linspace(0.8, 1.15, height)[:, None, None] * np.array(actor.background, np.float32)
+    img = _background(actor.background).copy()
     cx, cy = width / 2 + offset[0], height / 2 + 6 + offset[1]
     ax, ay = actor.head
     skin = actor.skin
@@ -225,8 +234,17 @@ def draw_face(actor: Actor, face: Face, k: float, mouth_open: float, offset: tup
     cv2.fillPoly(img, [np.round(lips * 16).astype(np.int32)], (50, 40, 110), aa, shift)
     cv2.polylines(img, [np.round(np.stack([cx + xs * mouth_w, top], 1) * 16).astype(np.int32)], False,
                   (40, 30, 90), 2, aa, shift)
-    img = img * light + rng.normal(0, 5, img.shape).astype(np.float32)           # lighting + sensor noise
-    return np.clip(img, 0, 255).astype(np.uint8)
+    img *= light                                                                 # lighting drift
+    img += rng.standard_normal(img.shape, dtype=np.float32) * 5.0                # sensor noise
+    return np.clip(img, 0, 255, out=img).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=8)
+def _background(colour: tuple) -> np.ndarray:
+    """(H, W, 3) float32 vertical gradient of the actor's backdrop colour."""
+    width, height = VIDEO_SIZE
+    gradient = np.linspace(0.8, 1.15, height, dtype=np.float32)[:, None, None]
+    return np.broadcast_to(gradient * np.array(colour, np.float32), (height, width, 3)).copy()
 
 
 def render_video(actor: Actor, face: Face, intensity: float, onsets, length: float, duration: float, rng):
@@ -264,6 +282,7 @@ def write_flv(path: Path, frames: np.ndarray, fps: float = CORPUS_FPS) -> None:
     """Frames (N, H, W, 3) uint8 BGR -> FLV1 video, written to a hidden temp file then renamed."""
     cv2 = _cv2()
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.flv")
     writer = cv2.VideoWriter(str(tmp), FLV1, fps, (frames.shape[2], frames.shape[1]))
     if not writer.isOpened():

@@ -164,7 +164,8 @@ def test_detector_downscales_large_frames_and_returns_original_pixels():
     small_box = FaceDetector(detect_width=None).detect(face)
     big_box = FaceDetector(detect_width=160).detect(big)
     assert small_box is not None and big_box is not None
-    np.testing.assert_allclose(np.array(big_box) / 4, small_box, atol=6)
+    # same face, in original pixels: Haar boxes at different pyramid levels agree to ~15 %
+    np.testing.assert_allclose(np.array(big_box) / 4, small_box, atol=0.15 * small_box[2])
 
 
 def test_clip_features_marks_frames_without_a_face(tmp_path):
