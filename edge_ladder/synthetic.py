@@ -49,9 +49,9 @@ def _actor_identity(rng: np.random.Generator, n_mels: int, size: int) -> dict:
     bins = np.arange(n_mels)
     formant = rng.uniform(0, n_mels)
     envelope = (rng.uniform(-1.0, 1.0) * np.linspace(-1, 1, n_mels)          # spectral tilt
-                + 1.0 * np.exp(-0.5 * ((bins - formant) / 8.0) ** 2)       # speaker formant
+                + 0.7 * np.exp(-0.5 * ((bins - formant) / 10.0) ** 2)      # speaker formant
                 + rng.normal(-6.0, 0.5))                                  # level
-    return {"envelope": envelope.astype(np.float32), "face": 0.8 * _smooth_image(rng, size)}
+    return {"envelope": envelope.astype(np.float32), "face": 0.6 * _smooth_image(rng, size)}
 
 
 def _expression(group: int, size: int) -> np.ndarray:
@@ -77,7 +77,7 @@ def synth_clip(rng: np.random.Generator, label: int, actor: dict, n_mels: int = 
     rate = rng.uniform(3.0, 5.0)
     energy = 1.5 * np.sin(2 * np.pi * rate * times + rng.uniform(0, 2 * np.pi))      # (T_a,)
     centre = AUDIO_BAND_CENTRES[audio_group] * n_mels / N_MELS + rng.uniform(-3, 3)
-    band = rng.uniform(0.8, 1.6) * np.exp(-0.5 * ((bins - centre) / 5.0) ** 2)         # (n_mels,)
+    band = rng.uniform(1.2, 2.0) * np.exp(-0.5 * ((bins - centre) / 4.0) ** 2)         # (n_mels,)
     voiced = (energy > -0.5).astype(np.float64)[:, None]                             # (T_a, 1)
     audio = (actor["envelope"][None, :] + energy[:, None] * 0.5 + voiced * band[None, :]
              + rng.normal(0.0, 1.0, size=(t_audio, n_mels)))                          # (T_a, n_mels)

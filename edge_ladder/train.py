@@ -40,7 +40,7 @@ class TrainConfig:
     model_size: str = "small"
     seed: int = 0
     progress: bool = True
-    batch_size: int = 32              # AuxFormer/VAVL setting; BN needs >= 2 per step
+    batch_size: int = 16              # AuxFormer uses 32; a few hundred clips need more steps. BN needs >= 2
     lr: float = 2e-3                  # ladder reference: Adam 2e-3, linear decay over the last third
     ladder: str = "cross"             # none (lambda = 0) | within (own modality) | cross (full)
     modalities: str = "av"            # av | audio | video: "audio" trains with faces flagged absent
