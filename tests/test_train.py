@@ -1,0 +1,114 @@
+"""edge_ladder.train and edge_ladder.evaluate on the session's tiny run."""
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_ladder import EMOTIONS  # noqa: E402
+from edge_ladder.cli import main as cli_main  # noqa: E402
+from edge_ladder.errors import EdgeLadderError  # noqa: E402
+from edge_ladder.evaluate import evaluate  # noqa: E402
+from edge_ladder.features import load_split  # noqa: E402
+from edge_ladder.model import LadderNet, load_checkpoint, model_config  # noqa: E402
+from edge_ladder.train import TrainConfig, predict, train  # noqa: E402
+
+REPORT_KEYS = {"macro_precision", "macro_recall", "macro_f1", "accuracy", "per_class", "confusion"}
+
+
+def tiny_config(features, out, **overrides):
+    # must match the tiny_run fixture in conftest.py, which the resume test compares against
+    return TrainConfig(**{**dict(features_dir=str(features), out_dir=str(out), epochs=3, model_size="tiny",
+                                 seed=0, progress=False), **overrides})
+
+
+def test_run_directory_contents(tiny_run, tiny_features):
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    for split in ("dev", "test"):
+        assert set(metrics[split]) == REPORT_KEYS
+        assert list(metrics[split]["per_class"]) == list(EMOTIONS)
+        n = len(load_split(tiny_features, split))
+        assert np.asarray(metrics[split]["confusion"]).sum() == n
+    assert (tiny_run / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model, checkpoint = load_checkpoint(tiny_run / "checkpoint.pt")
+    assert not model.training
+    assert checkpoint["labels"] == list(EMOTIONS)
+    assert checkpoint["train_config"]["model_size"] == "tiny" and checkpoint["model_config"]["embed_dim"] == 24
+    # the normalisation statistics of the train split live in the model (and the checkpoint)
+    train_audio = np.concatenate([c.audio for c in load_split(tiny_features, "train")])
+    np.testing.assert_allclose(model.audio_mean.numpy(), train_audio.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(checkpoint["normalisation"]["audio_std"].numpy(), train_audio.std(0), rtol=1e-3)
+    assert metrics["best_epoch"] == min(metrics["history"], key=lambda h: h["dev_loss"])["epoch"]
+
+
+def test_denoising_cost_decreases(tiny_run):
+    history = json.loads((tiny_run / "metrics.json").read_text())["history"]
+    denoise = [h["train_denoise"] for h in history]
+    assert len(denoise) == 3 and denoise[-1] < 0.8 * denoise[0]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_resume_equals_uninterrupted(tiny_run, tiny_features, tmp_path):
+    train(tiny_config(tiny_features, tmp_path, stop_after_epoch=1))
+    assert not (tmp_path / "metrics.json").exists()
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+    train(tiny_config(tiny_features, tmp_path, resume=True))
+    resumed = torch.load(tmp_path / "last.pt", weights_only=True)
+    straight = torch.load(tiny_run / "last.pt", weights_only=True)
+    assert resumed["epoch"] == straight["epoch"] == 3
+    for name, value in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][name], value, atol=1e-6, rtol=1e-6, msg=name)
+    a = json.loads((tmp_path / "metrics.json").read_text())
+    b = json.loads((tiny_run / "metrics.json").read_text())
+    assert a["test"] == b["test"] and a["best_epoch"] == b["best_epoch"]
+    with pytest.raises(EdgeLadderError, match="ladder"):
+        train(tiny_config(tiny_features, tmp_path, resume=True, ladder="none"))
+
+
+def test_invalid_settings_are_errors(tiny_features, tmp_path):
+    with pytest.raises(EdgeLadderError, match="--amp needs a CUDA"):
+        train(tiny_config(tiny_features, tmp_path, amp=True, device="cpu"))
+    with pytest.raises(EdgeLadderError, match="batch-size"):
+        tiny_config(tiny_features, tmp_path, batch_size=1)
+    with pytest.raises(EdgeLadderError, match="--ladder"):
+        tiny_config(tiny_features, tmp_path, ladder="sideways")
+    with pytest.raises(EdgeLadderError, match="does not exist"):
+        train(tiny_config(tiny_features, tmp_path / "fresh", resume=True))
+    with pytest.raises(EdgeLadderError, match="no manifest"):
+        train(tiny_config(tmp_path / "nothing", tmp_path / "out"))
+
+
+def test_evaluate_reproduces_metrics_and_presence(tiny_run, tiny_features, tmp_path, capsys):
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    report = evaluate(tiny_run / "checkpoint.pt", tiny_features, split="test")
+    assert report == metrics["test"]
+    assert evaluate(tiny_run / "checkpoint.pt", tiny_features, split="test", presence="audio") == \
+        evaluate(tiny_run / "checkpoint.pt", tiny_features, split="test", presence=(1.0, 0.0))
+    model, _ = load_checkpoint(tiny_run / "checkpoint.pt")
+    clips = load_split(tiny_features, "test")
+    both = predict(model, clips, "cpu")
+    face_lost = predict(model, clips, "cpu", presence=np.tile([1.0, 0.0], (len(clips), 1)))
+    assert np.abs(both - face_lost).max() > 1e-3
+    with pytest.raises(EdgeLadderError, match="presence"):
+        evaluate(tiny_run / "checkpoint.pt", tiny_features, presence=(1.0, 0.5))
+    out = tmp_path / "report.json"
+    assert cli_main(["evaluate", str(tiny_run / "checkpoint.pt"), str(tiny_features), "--split", "dev",
+                     "--json", str(out)]) == 0
+    assert json.loads(out.read_text()) == metrics["dev"]
+    assert "macro" in capsys.readouterr().out
+    assert cli_main(["evaluate", str(tmp_path / "missing.pt"), str(tiny_features)]) == 2
+
+
+def test_ladder_none_trains_without_decoders(tiny_features, tmp_path):
+    run_dir = train(tiny_config(tiny_features, tmp_path, epochs=1, ladder="none", modalities="audio"))
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert history[0]["train_denoise"] == 0.0
+    model, checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    assert checkpoint["train_config"]["ladder"] == "none"
+    torch.manual_seed(0)  # train() seeds like this before building the model
+    fresh = LadderNet(model_config("tiny")).state_dict()
+    trained = checkpoint["model"]
+    decoders = [k for k in fresh if k.startswith(("decoders.", "joint_combinator."))]
+    assert decoders and all(torch.equal(fresh[k], trained[k]) for k in decoders)
+    assert not torch.equal(fresh["classifier.weight"], trained["classifier.weight"])
