@@ -112,3 +112,24 @@ def test_ladder_none_trains_without_decoders(tiny_features, tmp_path):
     decoders = [k for k in fresh if k.startswith(("decoders.", "joint_combinator."))]
     assert decoders and all(torch.equal(fresh[k], trained[k]) for k in decoders)
     assert not torch.equal(fresh["classifier.weight"], trained["classifier.weight"])
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tiny_features, tmp_path):
+    """DDP with gloo: two processes split each epoch, rank 0 writes the run directory."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip(f"torchrun not installed next to {sys.executable}")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "edge_ladder.train",
+                             str(tiny_features), "--out", str(tmp_path), "--epochs", "2", "--model-size", "tiny",
+                             "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2 and set(metrics["test"]) == REPORT_KEYS
+    assert metrics["train_config"]["epochs"] == 2
+    load_checkpoint(tmp_path / "checkpoint.pt")
