@@ -262,7 +262,9 @@ class Combinator(nn.Module):
 
 
 def denoising_cost(z_clean, z_hat, mean, var):
-    """C_d = mean over batch and units of (z_clean - (z_hat - mean) / sqrt(var + 1e-10))^2."""
+    """C_d = mean over batch and units of (z_clean - (z_hat - mean) / sqrt(var + 1e-10))^2.
+    Computed in float32 (under float16 autocast 1e-10 would round to 0)."""
+    z_clean, z_hat, mean, var = z_clean.float(), z_hat.float(), mean.float(), var.float()
     z_hat_bn = (z_hat - mean) / torch.sqrt(var + 1e-10)
     return ((z_clean - z_hat_bn) ** 2).mean()
 

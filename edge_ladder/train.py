@@ -278,14 +278,14 @@ def train(config: TrainConfig) -> Path:
         model.train()
         sums = {"loss": 0.0, "ce": 0.0, "denoise": 0.0}
         for step in range(steps_per_epoch):
+            lr = learning_rate(config, (epoch - 1) * steps_per_epoch + step, total_steps)
             index = order[step * config.batch_size:(step + 1) * config.batch_size]
-            if len(index) < 2:  # batch norm needs two samples
+            if len(index) < 2:  # batch norm needs two samples (same on every rank: equal shares)
                 continue
             batch = to_tensors(batch_clips([train_clips[i] for i in index]), device)
             labels = torch.from_numpy(train_labels[index]).to(device)
             presence = apply_modalities(batch.pop("presence"), config.modalities)
             batch["presence"] = modality_dropout(presence, config.modality_dropout)
-            lr = learning_rate(config, (epoch - 1) * steps_per_epoch + step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.float16, enabled=config.amp):

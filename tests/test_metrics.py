@@ -58,3 +58,17 @@ def test_bad_labels_are_clear_errors():
         classification_report(["ANG", "JOY"], ["ANG", "ANG"])
     with pytest.raises(EdgeLadderError, match="same length"):
         classification_report([0, 1, 2], [0, 1])
+
+
+def test_numpy_modules_import_without_torch():
+    """metrics and synthetic are numpy-only; train/evaluate import torch only when they run."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import edge_ladder.metrics, edge_ladder.synthetic, edge_ladder.train, edge_ladder.evaluate\n"
+            "from edge_ladder._deps import MissingDependencyError\n"
+            "try:\n    edge_ladder.train.train(edge_ladder.train.TrainConfig(features_dir='x'))\n"
+            "except MissingDependencyError as e:\n    print('needs', 'torch' in str(e))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "needs True"
