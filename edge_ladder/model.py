@@ -359,6 +359,7 @@ class LadderNet(nn.Module):
         return self.classifier(h_joint)                                       # (B, n_classes)
 
     def inference_module(self) -> "InferenceModel":
+        """The deployable sub-network (shares weights and buffers; build it after `.to(device)`)."""
         return InferenceModel(self)
 
     # -- training ---------------------------------------------------------------------------------
