@@ -123,8 +123,9 @@ def masked_mean(x, mask):
 class AudioBackbone(nn.Module):
     """Temporal convs over normalised log-mel frames (or a per-frame projection of embeddings).
 
-    logmel:    (B, T, D) -> conv k5 -> conv k5 /2 -> conv k5 /2 -> masked mean -> (B, E)
+    logmel:    (B, T, D) -> conv k5 + relu -> conv k5 /2 + relu -> conv k5 /2 -> masked mean -> (B, E)
     embedding: (B, T, D) -> conv k1 (per-frame Linear) -> masked mean -> (B, E)
+    The last conv has no ReLU (a dead unit there would be dead for good; layer 0's BN follows).
     """
 
     def __init__(self, config: ModelConfig):
@@ -135,12 +136,17 @@ class AudioBackbone(nn.Module):
                                         nn.Conv1d(c, e, 5, stride=2, padding=2)])
         else:
             self.convs = nn.ModuleList([nn.Conv1d(d, e, 1)])
+        for conv in self.convs[:-1]:
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
 
     def forward(self, frames, mask):
         """frames (B, T, D) normalised, mask (B, T) -> pooled (B, E)."""
         x = frames.transpose(1, 2)                                            # (B, D, T)
-        for conv in self.convs:
-            x = F.relu(conv(x * mask[:, None, :]))                            # (B, C, T')
+        for i, conv in enumerate(self.convs):
+            x = conv(x * mask[:, None, :])                                    # (B, C, T')
+            if i < len(self.convs) - 1:  # the last conv is linear: no unit can die before pooling
+                x = F.relu(x)
             if conv.stride[0] == 2:
                 mask = mask[:, ::2]                                           # (B, ceil(T/2))
         return masked_mean(x, mask)                                           # (B, E)
@@ -150,8 +156,8 @@ class FaceBackbone(nn.Module):
     """Per-frame 2-D CNN over face crops, then a temporal conv, then a masked mean.
 
     crops:     (B, T, 1, S, S) -> 3 x [conv3x3 /2 + relu] -> spatial mean -> (B, T, C)
-               -> temporal conv k3 + relu -> masked mean -> (B, E)
-    embedding: (B, T, D) -> temporal conv k3 + relu -> masked mean -> (B, E)
+               -> temporal conv k3 (linear) -> masked mean -> (B, E)
+    embedding: (B, T, D) -> temporal conv k3 (linear) -> masked mean -> (B, E)
     """
 
     def __init__(self, config: ModelConfig):
@@ -165,6 +171,9 @@ class FaceBackbone(nn.Module):
             self.frame_convs = nn.ModuleList()
             width = config.face_dim
         self.temporal = nn.Conv1d(width, config.embed_dim, 3, padding=1)
+        for conv in self.frame_convs:  # He init keeps the crops' variance through the ReLU stack
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
 
     def forward(self, face, mask):
         """face (B, T, 1, S, S) or (B, T, D) normalised, mask (B, T) -> pooled (B, E)."""
@@ -177,7 +186,7 @@ class FaceBackbone(nn.Module):
         else:
             x = face                                                          # (B, T, D)
         x = x.transpose(1, 2) * mask[:, None, :]                              # (B, C, T)
-        x = F.relu(self.temporal(x))                                          # (B, E, T)
+        x = self.temporal(x)                                                  # (B, E, T), linear
         return masked_mean(x, mask)                                           # (B, E)
 
 

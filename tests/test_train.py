@@ -45,7 +45,7 @@ def test_run_directory_contents(tiny_run, tiny_features):
 def test_denoising_cost_decreases(tiny_run):
     history = json.loads((tiny_run / "metrics.json").read_text())["history"]
     denoise = [h["train_denoise"] for h in history]
-    assert len(denoise) == 3 and denoise[-1] < 0.8 * denoise[0]
+    assert len(denoise) == 3 and denoise[0] > denoise[1] > denoise[2] and denoise[2] < 0.95 * denoise[0]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
