@@ -24,13 +24,16 @@ def evaluate(checkpoint, features_dir, split: str = "test", presence=None, devic
 
     presence: None (from the data: a clip without any face is face-absent), one of
     "av" | "audio" | "video", a pair (audio, face) applied to every clip, or an (N, 2) array.
+    A checkpoint trained with --modalities audio (video) always has the other modality flagged absent.
     """
     from .metrics import classification_report
     from .model import load_checkpoint
     from .train import predict, resolve_device
 
     torch_device = resolve_device(device, amp=False)
-    model, _ = load_checkpoint(checkpoint, map_location=torch_device)
+    model, saved = load_checkpoint(checkpoint, map_location=torch_device)
+    # an audio-only / video-only model is evaluated the way it was trained (as metrics.json is)
+    modalities = saved.get("train_config", {}).get("modalities", "av")
     clips = load_split(features_dir, split)
     if not clips:
         raise EdgeLadderError(f"{features_dir}: split {split!r} has no clips; choose another --split.")
@@ -47,7 +50,7 @@ def evaluate(checkpoint, features_dir, split: str = "test", presence=None, devic
             raise EdgeLadderError(f"presence must be (audio, face) or ({len(clips)}, 2); got shape {override.shape}")
         if ((override != 0) & (override != 1)).any():
             raise EdgeLadderError("presence flags must be 0 or 1")
-    logits = predict(model, clips, torch_device, batch_size, presence=override)
+    logits = predict(model, clips, torch_device, batch_size, presence=override, modalities=modalities)
     report = classification_report([c.label for c in clips], logits.argmax(axis=1))
     return report
 

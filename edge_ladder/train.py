@@ -249,7 +249,8 @@ def train(config: TrainConfig) -> Path:
         if not last_path.exists():
             raise EdgeLadderError(f"--resume: {last_path} does not exist; run without --resume to start.")
         state = torch.load(last_path, map_location=device, weights_only=True)
-        for key in ("model_size", "ladder", "modalities", "batch_size", "seed", "lr", "epochs"):
+        for key in ("model_size", "ladder", "modalities", "batch_size", "seed", "lr", "epochs", "lambdas",
+                    "noise_std", "modality_dropout", "weight_decay"):
             if state["train_config"][key] != config_dict[key]:
                 raise EdgeLadderError(f"--resume: {last_path} was trained with {key}={state['train_config'][key]!r}, "
                                       f"this run asks for {config_dict[key]!r}. Use the same settings or a new --out.")

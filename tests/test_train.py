@@ -102,8 +102,10 @@ def test_evaluate_reproduces_metrics_and_presence(tiny_run, tiny_features, tmp_p
 
 def test_ladder_none_trains_without_decoders(tiny_features, tmp_path):
     run_dir = train(tiny_config(tiny_features, tmp_path, epochs=1, ladder="none", modalities="audio"))
-    history = json.loads((run_dir / "metrics.json").read_text())["history"]
-    assert history[0]["train_denoise"] == 0.0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["history"][0]["train_denoise"] == 0.0
+    # an audio-only model is evaluated with faces flagged absent, as in metrics.json
+    assert evaluate(run_dir / "checkpoint.pt", tiny_features, split="test") == metrics["test"]
     model, checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
     assert checkpoint["train_config"]["ladder"] == "none"
     torch.manual_seed(0)  # train() seeds like this before building the model
