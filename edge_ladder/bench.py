@@ -343,10 +343,10 @@ class RuntimeRunner(Runner):
     """ONNX Runtime or TensorRT through edge_ladder.runtime (never imports torch)."""
 
     def __init__(self, spec: ModelSpec, threads: Optional[int] = None):
-        from . import runtime
+        from .runtime import load as load_model
         self.label, self.backend, self.path = spec.label, spec.backend, spec.path
         opts = {"intra_op_threads": threads} if threads and spec.backend == "onnxruntime" else {}
-        self.model = runtime.load(spec.path, backend=spec.backend, **opts)
+        self.model = load_model(spec.path, backend=spec.backend, **opts)
         self.info = {"runtime": type(self.model).__name__}
         for attribute in ("providers", "intra_op_threads"):
             if hasattr(self.model, attribute):
@@ -693,31 +693,31 @@ def write_histogram(path, report: dict) -> Path:
 # CLI
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("models", nargs="+", metavar="MODEL",
+def add_arguments(cli: argparse.ArgumentParser) -> None:
+    cli.add_argument("models", nargs="+", metavar="MODEL",
                         help="checkpoint.pt (torch), model.onnx (onnxruntime) or .engine (tensorrt); "
                              "PATH@BACKEND names the backend explicitly")
-    parser.add_argument("--backend", choices=BACKENDS, default=None,
+    cli.add_argument("--backend", choices=BACKENDS, default=None,
                         help="backend for every MODEL (default: from the file suffix)")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default 1, or the --shapes batch)")
-    parser.add_argument("--shapes", default=None,
+    cli.add_argument("--batch", type=int, default=None, help="batch size (default 1, or the --shapes batch)")
+    cli.add_argument("--shapes", default=None,
                         help="input shapes, trtexec style: audio:1x198x80,face:1x20x1x48x48 "
                              "(default: a 2 s window; masks and presence follow)")
-    parser.add_argument("--warmup", type=float, default=200.0, help="warm-up time in ms (default 200)")
-    parser.add_argument("--iterations", type=int, default=10, help="at least this many iterations (default 10)")
-    parser.add_argument("--duration", type=float, default=3.0, help="and at least this many seconds (default 3)")
-    parser.add_argument("--compare", action="store_true",
+    cli.add_argument("--warmup", type=float, default=200.0, help="warm-up time in ms (default 200)")
+    cli.add_argument("--iterations", type=int, default=10, help="at least this many iterations (default 10)")
+    cli.add_argument("--duration", type=float, default=3.0, help="and at least this many seconds (default 3)")
+    cli.add_argument("--compare", action="store_true",
                         help="run all MODELs interleaved in one process and print speedups vs the first")
-    parser.add_argument("--preprocess", action="store_true",
+    cli.add_argument("--preprocess", action="store_true",
                         help="also time the front-ends (log-mel + face crops) on a raw 2 s window")
-    parser.add_argument("--threads", type=int, default=None,
+    cli.add_argument("--threads", type=int, default=None,
                         help="CPU threads of torch and ONNX Runtime (default: each library's own; "
                              "1 gives the steadiest interleaved comparison on a small CPU)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random input pool")
-    parser.add_argument("--json", metavar="OUT", default=None, help="write the report as JSON (atomic)")
-    parser.add_argument("--md", metavar="OUT", default=None, help="write the Markdown table")
-    parser.add_argument("--histogram", metavar="OUT.png", default=None, help="write a latency histogram PNG")
-    parser.add_argument("--tegrastats-interval", type=int, default=100,
+    cli.add_argument("--seed", type=int, default=0, help="seed of the random input pool")
+    cli.add_argument("--json", metavar="OUT", default=None, help="write the report as JSON (atomic)")
+    cli.add_argument("--md", metavar="OUT", default=None, help="write the Markdown table")
+    cli.add_argument("--histogram", metavar="OUT.png", default=None, help="write a latency histogram PNG")
+    cli.add_argument("--tegrastats-interval", type=int, default=100,
                         help="tegrastats sampling interval in ms on a Jetson (default 100)")
 
 

@@ -17,7 +17,7 @@ from .base import (INPUT_NAMES, OUTPUT_NAMES, Model, ModelLoadError, Result, Run
                    TensorSpec, validate_inputs)
 
 BACKENDS = ("onnxruntime", "tensorrt")
-OPTIONS = {"onnxruntime": ("providers", "intra_op_threads", "inter_op_threads"),
+OPTIONS = {"onnxruntime": ("providers", "intra_op_threads", "inter_op_threads", "spin"),
            "tensorrt": ("device", "profile", "use_cuda_graph", "verify_sidecar")}
 _SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt"}
 

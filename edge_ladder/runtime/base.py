@@ -173,8 +173,8 @@ def validate_inputs(feeds: Mapping[str, np.ndarray], specs: Mapping[str, TensorS
             where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
             raise RuntimeInputError(f"{name} must be finite; got {bad} NaN/inf values (first at index {where}). "
                                     f"Check the front-end: log-mel uses a floor, face crops are standardised.")
-        if name in MASK_NAMES and not np.isin(array, (0.0, 1.0)).all():
-            odd = array[~np.isin(array, (0.0, 1.0))]
+        if name in MASK_NAMES and not ((array == 0.0) | (array == 1.0)).all():  # np.isin sorts: 10x slower
+            odd = array[(array != 0.0) & (array != 1.0)]
             raise RuntimeInputError(f"{name} must hold only 0 and 1; got values such as {odd.ravel()[:3].tolist()}.")
     return arrays
 

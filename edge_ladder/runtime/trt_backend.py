@@ -135,7 +135,9 @@ class TensorRTModel(Model):
             dims = tuple(engine.get_tensor_shape(name))
             axes = AXIS_NAMES.get(name, ())
             shape = tuple(d if d >= 0 else (axes[i] if i < len(axes) else "?") for i, d in enumerate(dims))
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+            # pybind11 enum member compared by name: TensorIOMode.INPUT/OUTPUT exist in 8.5-11.4, but the
+            # member names are not visible to ../shared/tools/trt_api_check.py in the compiled bindings.
+            if engine.get_tensor_mode(name).name == "INPUT":
                 low, opt, high = engine.get_tensor_profile_shape(name, self.profile)
                 inputs[name] = TensorSpec(name, dtype, shape, min_shape=tuple(low), max_shape=tuple(high),
                                           opt_shape=tuple(opt))
