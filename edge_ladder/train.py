@@ -299,7 +299,7 @@ def train(config: TrainConfig) -> Path:
                 sums[key] += float(out[key].detach()) / steps_per_epoch
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(epoch=epoch, loss=f"{float(out['loss']):.3f}", ce=f"{float(out['ce']):.3f}")
+                progress.set_postfix(epoch=epoch, loss=f"{float(out['loss'].detach()):.3f}", ce=f"{float(out['ce'].detach()):.3f}")
 
         if is_main:
             dev_logits = predict(model, dev_clips, device, config.eval_batch_size, modalities=config.modalities)
