@@ -48,6 +48,7 @@ SYLLABLES = {"IEO": 5, "TIE": 7, "IOM": 8, "IWW": 7, "TAI": 8, "MTI": 9, "IWL": 
              "DFA": 5, "ITS": 6, "TSI": 5, "WSI": 8}
 CONTROL_STEP = 64           # samples between updates of the harmonic amplitudes (4 ms)
 LEVEL_INTENSITY = {"LO": 0.6, "MD": 0.85, "HI": 1.15, "XX": 1.0}
+BACKDROP_CONTRAST = 50.0    # grey levels the backdrop stays below the skin (face outline for the detector)
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,12 @@ VOICES = {   # ANG and HAP share a voice, as do SAD and DIS: audio alone confuse
     "DIS": Voice(pitch=0.85, range=0.06, rate=0.75, gain_db=-5.0, tilt=2.0, breath=0.15, jitter=0.008),
 }
 FACES = {    # ANG and DIS share a face, as do SAD and FEA: the face alone confuses them
+    # (SAD/FEA brows rise at most ~0.3 face half-widths: higher, they leave the eye band empty and
+    # the Haar cascade loses the face in up to half the frames of expressive actors)
     "ANG": Face(smile=-0.5, brow=-0.8, slant=1.0, eyes=0.75),
     "DIS": Face(smile=-0.5, brow=-0.8, slant=1.0, eyes=0.75),
-    "SAD": Face(smile=-0.9, brow=0.7, slant=-1.0, eyes=1.25),
-    "FEA": Face(smile=-0.9, brow=0.7, slant=-1.0, eyes=1.25),
+    "SAD": Face(smile=-0.9, brow=0.4, slant=-0.8, eyes=1.25),
+    "FEA": Face(smile=-0.9, brow=0.4, slant=-0.8, eyes=1.25),
     "HAP": Face(smile=1.0, brow=0.2, slant=0.0, eyes=0.85),
     "NEU": Face(smile=0.0, brow=0.0, slant=0.0, eyes=1.0),
 }
@@ -106,19 +109,29 @@ class Actor:
     expressiveness: float     # scales every emotion cue of this actor
 
 
+def luminance(bgr) -> float:
+    """Grey level of a BGR colour, as cv2.cvtColor(BGR2GRAY) weighs it."""
+    return float(np.dot(bgr, (0.114, 0.587, 0.299)))
+
+
 def make_actor(actor_id: int, seed: int) -> Actor:
     rng = np.random.default_rng([seed, actor_id, 1])
     sex = "Female" if rng.random() < 0.47 else "Male"
     female = sex == "Female"
     half_w = rng.uniform(26, 32)
+    skin = np.array([0.55, 0.68, 0.85]) * rng.uniform(140, 255) + rng.normal(0, 8, 3)
+    hair = rng.uniform(15, 90) * np.array([0.7, 0.8, 1.0])
+    backdrop = rng.uniform(50, 130, 3)
+    # The backdrop is kept at least BACKDROP_CONTRAST grey levels darker than the skin: a face the
+    # colour of the wall has no outline, and the Haar cascade (like a person) then misses it.
+    backdrop *= min(1.0, (luminance(skin) - BACKDROP_CONTRAST) / luminance(backdrop))
     return Actor(
         id=actor_id, sex=sex, age=int(rng.integers(20, 75)),
         f0=rng.uniform(175, 235) if female else rng.uniform(95, 140),
         formant_scale=rng.uniform(1.08, 1.2) if female else rng.uniform(0.92, 1.04),
         rate=rng.uniform(3.6, 4.8), gain=10 ** (rng.uniform(-4, 4) / 20),
-        skin=tuple(float(v) for v in np.array([0.55, 0.68, 0.85]) * rng.uniform(140, 255) + rng.normal(0, 8, 3)),
-        hair=tuple(float(v) for v in rng.uniform(15, 90) * np.array([0.7, 0.8, 1.0])),
-        background=tuple(float(v) for v in rng.uniform(50, 130, 3)),
+        skin=tuple(float(v) for v in skin), hair=tuple(float(v) for v in hair),
+        background=tuple(float(v) for v in backdrop),
         head=(half_w, half_w * rng.uniform(1.2, 1.4)), eye_spacing=rng.uniform(0.38, 0.46),
         expressiveness=rng.uniform(0.7, 1.1),
     )
@@ -214,11 +227,18 @@ def draw_face(actor: Actor, face: Face, k: float, mouth_open: float, offset: tup
     cv2.ellipse(img, pt(cx, cy - 0.2 * ay), pt(ax + 4, ay * 0.95), 0, 180, 360, actor.hair, -1, aa, shift)
     cv2.ellipse(img, pt(cx, cy), pt(ax, ay), 0, 0, 360, skin, -1, aa, shift)
     eye_y, eye_x = cy - 0.18 * ay, actor.eye_spacing * ax
+    socket = tuple(0.72 * c for c in skin)
     for side in (-1, 1):
         opening = max(0.15, 1 + (face.eyes - 1) * k)
-        cv2.ellipse(img, pt(cx + side * eye_x, eye_y), pt(0.22 * ax, max(1.0, 0.11 * ax * opening)), 0, 0, 360,
-                    (235, 235, 235), -1, aa, shift)
-        cv2.circle(img, pt(cx + side * eye_x, eye_y), int(0.09 * ax * 16), (40, 30, 30), -1, aa, shift)
+        centre = pt(cx + side * eye_x, eye_y)
+        # the eye socket's shadow and the dark lash line make the eye band darker than the cheeks,
+        # as in real faces under top light; the Haar cascade keys on exactly that band
+        cv2.ellipse(img, pt(cx + side * eye_x, eye_y - 0.04 * ax), pt(0.3 * ax, 0.2 * ax), 0, 0, 360, socket, -1,
+                    aa, shift)
+        lid = pt(0.22 * ax, max(1.0, 0.11 * ax * opening))
+        cv2.ellipse(img, centre, lid, 0, 0, 360, (200, 200, 205), -1, aa, shift)
+        cv2.circle(img, centre, int(0.1 * ax * 16), (40, 30, 30), -1, aa, shift)
+        cv2.ellipse(img, centre, lid, 0, 180, 360, (30, 25, 25), 1, aa, shift)
         brow_y = eye_y - 0.28 * ax - face.brow * k * 0.14 * ax
         inner = (cx + side * 0.14 * ax, brow_y + face.slant * k * 0.14 * ax)
         outer = (cx + side * 0.62 * ax, brow_y - face.slant * k * 0.06 * ax)
