@@ -361,20 +361,23 @@ class RuntimeRunner(Runner):
 
 
 class TorchRunner(Runner):
-    """The FULL training model (ladder decoders included) from a checkpoint: eval mode, no_grad,
-    eager. The reference the pruned exports are compared with."""
+    """The checkpoint's whole training model (LadderNet with its decoders loaded), called the way
+    PyTorch users call it: forward() in eval mode, no_grad, eager. forward() runs the clean path
+    only (no decoders, no noise), so the comparison with the pruned ONNX measures export + folding
+    + runtime, not skipped decoder work. The reference the exports are compared with."""
 
     def __init__(self, spec: ModelSpec, threads: Optional[int] = None):
         from ._deps import require
         self.torch = require("torch")
         from .model import load_checkpoint
+        self._threads_before = self.torch.get_num_threads()
         if threads:
-            self.torch.set_num_threads(threads)  # process-wide, as torch offers it
+            self.torch.set_num_threads(threads)  # process-wide, as torch offers it; restored by close()
         self.label, self.backend, self.path = spec.label, spec.backend, spec.path
         self.model, _ckpt = load_checkpoint(spec.path)
         self.model.eval()
         self.info = {"torch": self.torch.__version__, "torch_threads": self.torch.get_num_threads(),
-                     "mode": "full training model (decoders included), eval, no_grad, eager forward",
+                     "mode": "training model (decoders loaded), forward() = clean path, eval, no_grad, eager",
                      "parameters": sum(p.numel() for p in self.model.parameters())}
 
     def __call__(self, inputs: dict) -> Dict[str, float]:
@@ -383,6 +386,9 @@ class TorchRunner(Runner):
             tensors = {name: torch.from_numpy(value) for name, value in inputs.items()}
             self.model(**tensors)
         return {}
+
+    def close(self) -> None:
+        self.torch.set_num_threads(self._threads_before)
 
 
 def open_runner(spec: ModelSpec, threads: Optional[int] = None) -> Runner:
