@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make demo   sets up .venv from nothing and runs `edge-ladder demo --out demo_out` (CPU)
-#   make test   sets up .venv from nothing, builds kernels/ and runs the tests
+#   make test   sets up .venv from nothing, builds kernels/, runs the tests (and the benchmark suite once, untimed)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -28,6 +28,8 @@ demo: setup kernels
 
 test: setup kernels
 	$(BIN)/python -m pytest tests
+	# the benchmark suite once, untimed, so it cannot rot (timed: make bench)
+	$(BIN)/python -m pytest benchmarks --benchmark-disable -q
 
 bench: setup kernels
 	$(BIN)/python -m pytest benchmarks --benchmark-only

@@ -39,6 +39,8 @@ def _frame_and_boxes():
 
 def _record(benchmark, group: str, variant: str) -> None:
     """Keep the mean for the summary; the JSON gets the speed-up over numpy (measured first)."""
+    if benchmark.stats is None:  # --benchmark-disable (CI runs the suite once, untimed)
+        return
     mean = benchmark.stats.stats.mean
     _MEANS[(group, variant)] = mean
     base = _MEANS.get((group, "numpy"))
