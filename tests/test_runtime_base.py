@@ -10,12 +10,12 @@ import pytest
 
 from _runtime_standin import make_standin_onnx, random_inputs
 from edge_ladder import runtime
-from edge_ladder.runtime.base import RuntimeInputError, TensorSpec, validate_inputs
+from edge_ladder.runtime.base import RuntimeInputError, TensorSpec, validate_inputs, validate_shapes
 from edge_ladder.runtime.sidecar import EngineMismatchError, check_sidecar, sha256_bytes, sidecar_path
 
 RUNTIME_MODULES = ["edge_ladder.runtime", "edge_ladder.runtime.base", "edge_ladder.runtime.onnx_backend",
                    "edge_ladder.runtime.trt_backend", "edge_ladder.runtime.cuda", "edge_ladder.runtime.sidecar",
-                   "edge_ladder.runtime.stream", "edge_ladder.runtime.cli"]
+                   "edge_ladder.runtime.stream", "edge_ladder.runtime.cli", "edge_ladder.runtime.gpu_frontend"]
 
 
 def test_every_runtime_module_imports_and_serves_without_torch(tmp_path):
@@ -113,6 +113,30 @@ def test_profile_ranges_are_checked_per_dim():
         validate_inputs(random_inputs(rng, batch=2, t_audio=7, t_video=13), specs)
     with pytest.raises(RuntimeInputError, match=r"axis 0 \(B\) is 5"):
         validate_inputs(random_inputs(rng, batch=5, t_audio=97, t_video=13), specs)
+
+
+def test_shapes_for_device_filled_inputs_are_checked_like_arrays():
+    """validate_shapes (TensorRTModel.device_inputs / execute_prefilled): same rules as arrays."""
+    specs = {"audio": TensorSpec("audio", np.dtype(np.float16), ("B", "T_a", 80), (1, 10, 80), (4, 300, 80)),
+             "audio_mask": TensorSpec("audio_mask", np.dtype(np.float16), ("B", "T_a"), (1, 10), (4, 300)),
+             "face": TensorSpec("face", np.dtype(np.float16), ("B", "T_v", 1, 48, 48), (1, 1, 1, 48, 48), (4, 30, 1, 48, 48)),
+             "face_mask": TensorSpec("face_mask", np.dtype(np.float16), ("B", "T_v"), (1, 1), (4, 30)),
+             "presence": TensorSpec("presence", np.dtype(np.float16), ("B", 2), (1, 2), (4, 2))}
+    good = {"audio": [3, 97, 80], "audio_mask": (3, 97), "face": (3, 13, 1, 48, 48), "face_mask": (3, 13),
+            "presence": (3, 2)}
+    checked = validate_shapes(good, specs)
+    assert list(checked) == list(specs) and checked["audio"] == (3, 97, 80)
+    bad = [({"audio": (3, 301, 80), "audio_mask": (3, 301)}, r"shapes\['audio'\] = \(3, 301, 80\).*max 4x300x80"),
+           ({"face": (3, 13, 1, 48, 47)}, r"shapes\['face'\]"),
+           ({"presence": (2, 2)}, "same batch size"),
+           ({"face_mask": (3, 12)}, "share their time axis"),
+           ({"audio_mask": (3, 97, 1)}, r"shapes\['audio_mask'\]"),
+           ({"audio": ("x", 1, 80)}, "tuple of ints")]
+    for change, message in bad:
+        with pytest.raises(RuntimeInputError, match=message):
+            validate_shapes({**good, **change}, specs)
+    with pytest.raises(RuntimeInputError, match="exactly audio, audio_mask"):
+        validate_shapes({k: v for k, v in good.items() if k != "presence"}, specs)
 
 
 def test_backend_is_chosen_by_suffix_or_name(tmp_path):

@@ -196,3 +196,77 @@ def test_ring_and_tracking_helpers():
     boxes = [None, (1, 1, 2, 2), None, None, None, (3, 3, 2, 2), None]
     assert track_boxes(boxes, 2) == [None, (1, 1, 2, 2), (1, 1, 2, 2), (1, 1, 2, 2), None, (3, 3, 2, 2), (3, 3, 2, 2)]
     assert track_boxes(boxes, 0) == boxes
+
+
+# ---------------------------------------------------------------------------------------------
+# front-end choice: numpy (the definition), the kernels' host path, errors for what cannot run
+
+def _spy(monkeypatch, module, name, calls):
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapper)
+
+
+def test_kernels_frontend_on_onnx_matches_numpy(model, clip, monkeypatch):
+    from edge_ladder import kernels
+    if not kernels.is_built():
+        pytest.skip(f"kernels library not built ({kernels.BUILD_COMMAND})")
+    calls = []
+    _spy(monkeypatch, kernels, "log_mel", calls)
+    _spy(monkeypatch, kernels, "face_crops", calls)
+    pcm, raw, times, _ = clip
+    reference = Stream(model, window_s=1.0, hop_s=0.3, smoothing=0.0, silence_dbfs=None, keep_inputs=True)
+    stream = Stream(model, window_s=1.0, hop_s=0.3, smoothing=0.0, silence_dbfs=None, keep_inputs=True,
+                    frontend="kernels")
+    assert (reference.frontend, stream.frontend) == ("numpy", "kernels-host")
+    assert "kernels-host" in stream.describe() and "numpy" in reference.describe()
+    want = feed_live(reference, pcm, raw, times, seed=7)
+    assert not calls, "the numpy front-end must not call the kernels"
+    got = feed_live(stream, pcm, raw, times, seed=7)
+    assert len(got) == len(want) >= 3
+    assert calls.count("log_mel") == len(got) and calls.count("face_crops") > 0
+    worst = {}
+    for g, w in zip(got, want):
+        assert g.frontend == "kernels-host" and w.frontend == "numpy"
+        for name in ("audio_mask", "face_mask", "presence"):
+            np.testing.assert_array_equal(g.inputs[name], w.inputs[name], err_msg=name)
+        for name in ("audio", "face"):
+            scale = np.abs(w.inputs[name]).max()
+            np.testing.assert_allclose(g.inputs[name], w.inputs[name], rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+            worst[name] = max(worst.get(name, 0.0), float(np.abs(g.inputs[name] - w.inputs[name]).max() / scale))
+        np.testing.assert_allclose(g.probs, w.probs, rtol=1e-4, atol=1e-6)
+        assert g.label == w.label
+    print(f"kernels-host vs numpy, max |diff| / max |value|: {worst}")
+
+
+def test_frontend_choice_errors_are_clear(model, tmp_path, monkeypatch):
+    from edge_ladder import kernels
+    from edge_ladder.runtime.stream import choose_frontend
+    with pytest.raises(StreamError, match="frontend must be one of numpy, kernels, auto"):
+        Stream(model, frontend="cuda")
+    auto = Stream(model, frontend="auto")              # ONNX Runtime model: no device buffers to write
+    assert auto.frontend == "numpy" and "auto" in auto.frontend_reason and "onnxruntime model" in auto.describe()
+
+    class EngineLike:                                  # what choose_frontend looks at in a TensorRT model
+        backend, path = "tensorrt", tmp_path / "m.engine"
+
+        def device_inputs(self, shapes):
+            raise AssertionError("not called while choosing")
+    if kernels.is_built() and not kernels.has_cuda():
+        with pytest.raises(StreamError, match="TensorRT model: .*CUDA"):
+            choose_frontend(EngineLike(), "kernels")
+        assert choose_frontend(EngineLike(), "auto")[0] == "numpy"
+    # the library not built: an error naming `make kernels`, never a silent numpy fallback
+    monkeypatch.setattr(kernels, "library_candidates", lambda: [tmp_path / "missing" / "libedge_ladder_kernels.so"])
+    monkeypatch.delenv(kernels.LIBRARY_ENV, raising=False)
+    kernels._reset_library_cache()
+    try:
+        with pytest.raises(StreamError, match="make kernels"):
+            Stream(model, frontend="kernels")
+        assert Stream(model, frontend="auto").frontend == "numpy"
+    finally:
+        monkeypatch.undo()
+        kernels._reset_library_cache()

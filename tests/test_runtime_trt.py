@@ -84,3 +84,105 @@ def test_primary_context_push_pop_from_threads():
     [t.join() for t in threads]
     assert seen == [True] * 3
     ctx.release()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_load_failure_releases_the_primary_context(tmp_path, monkeypatch):
+    """A file TensorRT cannot deserialise: ModelLoadError, and the retained context is released."""
+    from edge_ladder.runtime import trt_backend
+    released = []
+
+    class Recording(trt_backend.PrimaryContext):
+        def release(self):
+            released.append(True)
+            super().release()
+    monkeypatch.setattr(trt_backend, "PrimaryContext", Recording)
+    bad = tmp_path / "garbage.engine"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 255, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(rt.ModelLoadError, match="could not deserialise"):
+        rt.load(bad, verify_sidecar=False)
+    with pytest.raises(rt.ModelLoadError):                  # no sidecar beside it
+        rt.load(bad)
+    assert released == [True, True]
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_states_of_ended_threads_are_freed(engine_path):
+    model = rt.load(engine_path)
+    rng = np.random.default_rng(2)
+    feeds = random_inputs(rng, batch=1, t_audio=97, t_video=11)
+    want = model.predict(feeds).probs
+    for _ in range(5):                                       # a thread per request
+        worker = threading.Thread(target=lambda: model.predict(feeds))
+        worker.start()
+        worker.join()
+    assert len(model._states) <= 2                           # main + at most the last ended one
+    ended = [s for s in model._states if not s.thread.is_alive()]
+    assert len(ended) <= 1
+    np.testing.assert_allclose(model.predict(feeds).probs, want, atol=1e-6)
+    model.close()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_execute_prefilled_equals_predict(engine_path):
+    """Inputs written to device_inputs' pointers (fp32 or fp16, the engine's dtype) + host masks."""
+    model = rt.load(engine_path)
+    rng = np.random.default_rng(3)
+    for t_audio, t_video in ((97, 11), (198, 20), (61, 7)):
+        feeds = random_inputs(rng, batch=2, t_audio=t_audio, t_video=t_video)
+        shapes = {name: array.shape for name, array in feeds.items()}
+        with model.active():
+            slots = model.device_inputs(shapes)
+            for name in ("audio", "face"):
+                slot = slots[name]
+                assert slot.shape == feeds[name].shape and slot.dtype in (np.float32, np.float16)
+                model.cuda.memcpy_htod(slot.ptr, np.ascontiguousarray(feeds[name].astype(slot.dtype)))
+        result = model.execute_prefilled(shapes, host_inputs={k: feeds[k] for k in ("audio_mask", "face_mask",
+                                                                                    "presence")})
+        np.testing.assert_allclose(result.probs, model.predict(feeds).probs, atol=1e-5)
+    with pytest.raises(rt.RuntimeInputError, match="device_inputs"):
+        model.execute_prefilled(shapes)                     # predict() ran since device_inputs()
+    model.close()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_stream_with_cuda_kernels_matches_the_numpy_frontend(engine_path):
+    """Stream(frontend='kernels') on a TensorRT model: log-mel and crops by the CUDA kernels in
+    the engine's buffers give the numpy front-end's inputs and labels."""
+    from edge_ladder import frontend, kernels
+    from edge_ladder.runtime.stream import Stream
+    if not kernels.has_cuda():
+        pytest.skip(f"kernels library not built with CUDA ({kernels.BUILD_COMMAND})")
+    model = rt.load(engine_path)
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 255, (120, 161, 3), dtype=np.uint8) for _ in range(13)]
+    boxes = [[(20 + i, 15, 50, 58)] if i % 4 else [] for i in range(len(frames))]   # some ticks without a face
+    pcm = (rng.normal(0, 3000, 16000 * 3 + 97)).astype(np.int16)
+    streams = [Stream(model, window_s=1.0, hop_s=0.5, smoothing=0.0, silence_dbfs=None, keep_inputs=True,
+                      frontend=choice) for choice in ("numpy", "kernels")]
+    assert streams[1].frontend == "kernels-cuda" and "kernels-cuda" in streams[1].describe()
+    runs = []
+    for stream in streams:
+        for i, frame in enumerate(frames * 3):
+            stream.feed_frame(frame, i / 10, boxes=boxes[i % len(frames)])
+        runs.append(stream.feed_audio(pcm))
+    want, got = runs
+    assert len(got) == len(want) >= 4
+    for g, w in zip(got, want):
+        assert g.frontend == "kernels-cuda" and "preprocess_gpu" in g.timings
+        for name in ("audio_mask", "face_mask", "presence"):
+            np.testing.assert_array_equal(g.inputs[name], w.inputs[name], err_msg=name)
+        assert 0 < w.inputs["face_mask"].sum() < w.inputs["face_mask"].size
+        # fp16 engine inputs round the kernels' output; fp32 inputs agree to float rounding
+        rtol = 1e-3 if model.inputs["audio"].dtype == np.float16 else 1e-4
+        for name in ("audio", "face"):
+            scale = np.abs(w.inputs[name]).max()
+            np.testing.assert_allclose(g.inputs[name], w.inputs[name], rtol=rtol, atol=rtol * scale, err_msg=name)
+        np.testing.assert_allclose(g.probs, w.probs, atol=1e-3)
+        assert g.label == w.label
+    streams[1].close()
+    model.close()

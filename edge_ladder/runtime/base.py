@@ -179,6 +179,34 @@ def validate_inputs(feeds: Mapping[str, np.ndarray], specs: Mapping[str, TensorS
     return arrays
 
 
+def validate_shapes(shapes: Mapping[str, Sequence[int]], specs: Mapping[str, TensorSpec]) -> Dict[str, tuple]:
+    """Check {input name: shape} for all inputs (no arrays: for buffers filled on the device)
+    the way validate_inputs checks arrays' shapes. Returns {name: tuple of ints} in specs order."""
+    if not isinstance(shapes, Mapping) or set(shapes) != set(specs):
+        got = list(shapes) if isinstance(shapes, Mapping) else type(shapes).__name__
+        raise RuntimeInputError(f"shapes must be a dict {{input name: shape}} for exactly {', '.join(specs)}; got {got}.")
+    out: Dict[str, tuple] = {}
+    for name, spec in specs.items():
+        try:
+            shape = tuple(int(d) for d in shapes[name])
+        except (TypeError, ValueError) as error:
+            raise RuntimeInputError(f"shapes[{name!r}] must be a tuple of ints; got {shapes[name]!r}.") from error
+        axes = AXIS_NAMES.get(name, ())
+        fixed_ok = all(not isinstance(want, int) or want < 0 or got == want for want, got in zip(spec.shape, shape))
+        in_profile = spec.min_shape is None or spec.max_shape is None or all(
+            low <= got <= high for low, got, high in zip(spec.min_shape, shape, spec.max_shape))
+        if len(shape) != spec.rank or not fixed_ok or min(shape, default=0) < 1 or not in_profile:
+            raise RuntimeInputError(f"shapes[{name!r}] = {_shape_text(shape)} does not fit {spec.describe()} "
+                                    f"(axes {', '.join(axes)}; every axis >= 1).")
+        out[name] = shape
+    if len({shape[0] for shape in out.values()}) != 1:
+        raise RuntimeInputError(f"all inputs must have the same batch size B; got {out}.")
+    for tensor, mask in TIME_PAIRS:
+        if tensor in out and mask in out and out[tensor][1] != out[mask][1]:
+            raise RuntimeInputError(f"{tensor} and {mask} must share their time axis; got {out[tensor]} and {out[mask]}.")
+    return out
+
+
 def make_result(logits: np.ndarray, probs: np.ndarray, timings: Dict[str, float], backend: str) -> Result:
     probs = np.asarray(probs, np.float32)
     label_ids = probs.argmax(axis=1).astype(np.int64)

@@ -20,6 +20,14 @@ the same samples and frames, exactly:
 
 Time: all t are seconds on the caller's clock (e.g. time.monotonic()); the first feed sets the
 origin. Thread-safe: the mic and camera callbacks may run in different threads.
+
+Front-ends (Stream(frontend=...); Stream.frontend says which one runs, Stream.describe() why):
+  "numpy"    edge_ladder.frontend in numpy: the definition; features equal the offline path exactly
+  "kernels"  the kernels/ C library (`make kernels`): on a TensorRT model with a CUDA build, the
+             CUDA kernels write straight into the engine's input buffers ("kernels-cuda",
+             runtime.gpu_frontend); on an ONNX Runtime model, the host kernels ("kernels-host").
+             Features equal numpy's up to float rounding (about 1e-5 relative).
+  "auto"     "kernels-cuda" when it can run, else "numpy"
 """
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import EMOTIONS, frontend
+from .. import frontend as _frontend_module
 from ..errors import EdgeLadderError
 from ..features import batch_inputs
 from .base import Model
@@ -57,6 +66,7 @@ class Prediction:
     presence: tuple                   # (audio present, face present)
     timings: Dict[str, float] = field(default_factory=dict)   # ms
     inputs: Optional[Dict[str, np.ndarray]] = None            # the five model inputs (keep_inputs=True)
+    frontend: str = "numpy"                                   # the front-end that computed them
 
 
 def rms_dbfs(samples: np.ndarray) -> float:
@@ -127,6 +137,37 @@ class AudioRing:
         return self.buffer[idx]
 
 
+FRONTENDS = ("numpy", "kernels", "auto")
+
+
+def choose_frontend(model: Model, requested: str) -> tuple:
+    """(front-end that will run: 'numpy' | 'kernels-host' | 'kernels-cuda', why) for `model`.
+    Raises StreamError for a combination that cannot run (never a silent substitute)."""
+    if requested not in FRONTENDS:
+        raise StreamError(f"frontend must be one of {', '.join(FRONTENDS)}; got {requested!r}.")
+    if requested == "numpy":
+        return "numpy", "requested"
+    from edge_ladder import kernels
+    from .gpu_frontend import GpuFrontEndError, check_available
+    tensorrt = model.backend == "tensorrt"
+    if requested == "auto":
+        try:
+            check_available(model)
+        except GpuFrontEndError as error:
+            return "numpy", f"auto: CUDA kernels not usable ({error})"
+        return "kernels-cuda", "auto: TensorRT model and kernels built with CUDA"
+    if not kernels.is_built():
+        raise StreamError(f"frontend='kernels' needs the kernels library, which is not built. Build it with: "
+                          f"{kernels.BUILD_COMMAND}; or use frontend='numpy'.")
+    if tensorrt:
+        try:
+            check_available(model)
+        except GpuFrontEndError as error:
+            raise StreamError(f"frontend='kernels' on a TensorRT model: {error}") from error
+        return "kernels-cuda", "requested; TensorRT model: CUDA kernels into the engine's input buffers"
+    return "kernels-host", f"requested; {model.backend} model: host kernels ({kernels.library_path()})"
+
+
 class Stream:
     """Sliding-window inference over live audio (+ video).
 
@@ -137,11 +178,14 @@ class Stream:
     below which a window counts as silent (audio absent); None disables. max_frame_gap_s: a
     tick farther than this from every camera frame has no face (camera stalled). keep_inputs:
     attach each window's five model inputs to its Prediction (for logging and checks).
+    frontend: "numpy" (default), "kernels" or "auto" (see the module docstring).
     """
 
     def __init__(self, model: Model, window_s: float = 2.0, hop_s: float = 0.5, smoothing: float = 0.5,
                  detector=None, silence_dbfs: Optional[float] = -60.0, max_frame_gap_s: float = 0.25,
-                 sample_rate: int = frontend.SAMPLE_RATE, keep_inputs: bool = False):
+                 sample_rate: int = frontend.SAMPLE_RATE, keep_inputs: bool = False,
+                 frontend: str = "numpy"):
+        requested_frontend, frontend = frontend, _frontend_module
         fps = frontend.VIDEO_FPS
         if sample_rate != frontend.SAMPLE_RATE:
             raise StreamError(f"the model's front-end runs at {frontend.SAMPLE_RATE} Hz; got sample_rate="
@@ -166,6 +210,11 @@ class Stream:
         self.hop_samples = round(hop_s * sample_rate)
         self.window_ticks = round(window_s * fps)
         self.hop_ticks = round(hop_s * fps)
+        self.frontend, self.frontend_reason = choose_frontend(model, requested_frontend)
+        self._gpu = None
+        if self.frontend == "kernels-cuda":
+            from .gpu_frontend import GpuFrontEnd
+            self._gpu = GpuFrontEnd(model)
         self._lock = threading.Lock()
         self._predict_lock = threading.Lock()
         self._detector_lock = threading.Lock()
@@ -321,28 +370,51 @@ class Stream:
         ticks = [self._ticks.get(k) for k in range(k0, k1)]
         return index, samples, ticks
 
-    def window_features(self, samples: np.ndarray, ticks) -> tuple:
-        """(samples, [_Frame or None per tick]) -> (audio (T_a, 80), face (T_v, 48, 48), face_valid (T_v,))."""
-        audio = frontend.log_mel(samples)
+    def window_boxes(self, ticks) -> list:
+        """[_Frame or None per tick] -> [(image, square box) or (None, None) per tick]: detection
+        (once per frame), tracking over misses, frontend.square_box."""
         raw_boxes = [frame.box(self._detect) if frame is not None else None for frame in ticks]
         max_reuse = self.detector.max_reuse if self.detector is not None else 0
         boxes = track_boxes(raw_boxes, max_reuse)
+        return [(frame.image, frontend.square_box(box, frame.image.shape)) if frame is not None and box is not None
+                else (None, None) for frame, box in zip(ticks, boxes)]
+
+    def window_features(self, samples: np.ndarray, ticks) -> tuple:
+        """(samples, [_Frame or None per tick]) -> (audio (T_a, 80), face (T_v, 48, 48), face_valid (T_v,)),
+        by the numpy front-end or the host kernels (self.frontend)."""
+        crops = self.window_boxes(ticks)
         face = np.zeros((len(ticks), frontend.FACE_SIZE, frontend.FACE_SIZE), np.float32)
-        valid = np.zeros(len(ticks), bool)
-        for i, (frame, box) in enumerate(zip(ticks, boxes)):
-            if frame is not None and box is not None:
-                face[i] = frontend.face_crop(frame.image, frontend.square_box(box, frame.image.shape))
-                valid[i] = True
+        valid = np.array([box is not None for _, box in crops], bool)
+        if self.frontend == "kernels-host":
+            from edge_ladder import kernels
+            audio = kernels.log_mel(samples)
+            for i, (image, box) in enumerate(crops):
+                if box is not None:
+                    face[i] = kernels.face_crops(image, np.asarray(box, np.float32)[None])[0]
+            return audio, face, valid
+        audio = frontend.log_mel(samples)
+        for i, (image, box) in enumerate(crops):
+            if box is not None:
+                face[i] = frontend.face_crop(image, box)
         return audio, face, valid
 
     def _run(self, job) -> Prediction:
         index, samples, ticks = job
         start = time.perf_counter()
-        audio, face, valid = self.window_features(samples, ticks)
         present = audio_present(samples, self.silence_dbfs)
-        feeds = batch_inputs([audio], [face], [valid], audio_present=[present])
-        preprocess_ms = (time.perf_counter() - start) * 1e3
-        result = self.model.predict(feeds, preprocess_ms=preprocess_ms)
+        if self._gpu is not None:
+            crops = self.window_boxes(ticks)
+            boxes_ms = (time.perf_counter() - start) * 1e3
+            result, feeds = self._gpu.run(samples, crops, audio_present=present, keep_inputs=self.keep_inputs)
+            result.timings["preprocess"] += boxes_ms
+            result.timings["total"] += boxes_ms
+            presence = (bool(present), any(box is not None for _, box in crops))
+        else:
+            audio, face, valid = self.window_features(samples, ticks)
+            feeds = batch_inputs([audio], [face], [valid], audio_present=[present])
+            preprocess_ms = (time.perf_counter() - start) * 1e3
+            result = self.model.predict(feeds, preprocess_ms=preprocess_ms)
+            presence = (bool(feeds["presence"][0, 0]), bool(feeds["presence"][0, 1]))
         probs = result.probs[0]
         with self._predict_lock:
             if self._smoothed is None or self.smoothing == 0.0:
@@ -355,8 +427,18 @@ class Stream:
         return Prediction(t_start=self.origin + s0 / rate, t_end=self.origin + s1 / rate, probs=probs,
                           label=result.labels[0], smoothed_probs=smoothed,
                           smoothed_label=EMOTIONS[int(np.argmax(smoothed))],
-                          presence=(bool(feeds["presence"][0, 0]), bool(feeds["presence"][0, 1])),
-                          timings=result.timings, inputs=feeds if self.keep_inputs else None)
+                          presence=presence, timings=result.timings,
+                          inputs=feeds if self.keep_inputs else None, frontend=self.frontend)
+
+    def describe(self) -> str:
+        """Window settings, the front-end that runs and why, and the model."""
+        return (f"Stream window {self.window_s:g} s, hop {self.hop_s:g} s, smoothing {self.smoothing:g}\n"
+                f"  front-end {self.frontend} ({self.frontend_reason})\n" + self.model.describe())
+
+    def close(self) -> None:
+        """Free the GPU front-end's device buffers (the model stays open: close it yourself)."""
+        if self._gpu is not None:
+            self._gpu.close()
 
     def reset(self) -> None:
         """Forget all buffered audio, frames and smoothing (e.g. after the robot turns to a new person)."""

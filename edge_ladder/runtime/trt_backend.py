@@ -6,6 +6,16 @@
             arrives; optional CUDA graphs, one per fixed set of input shapes
     per call: primary context pushed -> set_input_shape per input -> async H2D -> 
             execute_async_v3 (or graph launch) -> async D2H -> synchronise -> context popped
+    states of threads that have ended are freed when the next new thread creates its state
+    (a server with a thread per request does not grow), the rest by close()
+
+Device-filled inputs (the CUDA front-end kernels write log-mel frames and face crops straight
+into the engine's input buffers; edge_ladder.runtime.gpu_frontend does this for a window):
+
+    with model.active():                                # primary context current in this thread
+        slots = model.device_inputs(shapes)             # {name: DeviceInput(ptr, shape, dtype, stream)}
+        ... enqueue kernels on slots["audio"].stream writing slots["audio"].ptr (its dtype) ...
+        result = model.execute_prefilled(shapes, host_inputs={"audio_mask": ..., "presence": ...})
 
 Only the API present in every version from 8.5 is used: num_io_tensors, get_tensor_name,
 get_tensor_mode, get_tensor_dtype, get_tensor_shape, get_tensor_profile_shape,
@@ -17,12 +27,14 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 
 from .._deps import require
-from .base import AXIS_NAMES, Model, ModelLoadError, TensorSpec
+from .base import (AXIS_NAMES, MASK_NAMES, Model, ModelLoadError, Result, RuntimeInputError, TensorSpec,
+                   make_result, validate_shapes)
 from .cuda import CudaGraph, PrimaryContext
 from .sidecar import check_sidecar
 
@@ -43,10 +55,32 @@ class _DeviceBuffer:
         self.device.free()
 
 
+@dataclass(frozen=True)
+class DeviceInput:
+    """One engine input buffer of the calling thread, sized for `shape`.
+
+    ptr: device address (int) of a C-contiguous (shape) array of `dtype` (float32 or float16:
+    the engine's own input type). stream: the pycuda Stream the engine runs on in this thread;
+    enqueue the work that fills ptr on it (stream.handle is the cudaStream_t) and the engine
+    runs after it. Valid until this thread asks for larger shapes or the model is closed.
+    """
+    name: str
+    ptr: int
+    shape: tuple
+    dtype: np.dtype
+    stream: object
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+
 class _ThreadState:
     """Everything one thread needs to run the engine: TensorRT contexts are not thread-safe."""
 
     def __init__(self, cuda, engine, profile_index: int):
+        self.thread = threading.current_thread()     # the state is freed once this thread ends
+        self.prepared: Optional[dict] = None         # shapes device_inputs() set up, for execute_prefilled
         self.context = engine.create_execution_context()
         if self.context is None:
             raise ModelLoadError("TensorRT could not create an execution context (out of GPU memory?).")
@@ -100,7 +134,21 @@ class TensorRTModel(Model):
             raise ModelLoadError(f"TensorRT engine {path} does not exist. Build it on this device with "
                                  f"`edge-ladder build-engine MODEL.onnx --out {path}`.")
         self.trt = trt
+        self.engine = None
         self.gpu = PrimaryContext(device)
+        try:
+            self._load(path, trt, profile, use_cuda_graph, verify_sidecar)
+        except BaseException:
+            # a failed load must not keep the primary context retained: drop the engine (if any)
+            # with the context current, then our reference on the context
+            try:
+                with self.gpu.active():
+                    self.engine = self.runtime = None
+            finally:
+                self.gpu.release()
+            raise
+
+    def _load(self, path: Path, trt, profile: int, use_cuda_graph: bool, verify_sidecar: bool) -> None:
         self.cuda = self.gpu.cuda
         engine_bytes = path.read_bytes()
         self.sidecar = None
@@ -145,54 +193,133 @@ class TensorRTModel(Model):
                 outputs[name] = TensorSpec(name, dtype, shape)
         return inputs, outputs
 
+    def active(self):
+        """Context manager: this model's primary CUDA context current in the calling thread (for
+        allocations and kernel launches beside device_inputs / execute_prefilled)."""
+        return self.gpu.active()
+
     def _state(self) -> _ThreadState:
+        """This thread's state (primary context current). A new thread's state first frees the
+        states of threads that have ended, so a thread per request does not leak GPU memory."""
         state = getattr(self._local, "state", None)
         if state is None:
+            with self._states_lock:
+                ended = [old for old in self._states if not old.thread.is_alive()]
+                for old in ended:
+                    old.free()
+                self._states = [old for old in self._states if old not in ended]
             state = _ThreadState(self.cuda, self.engine, self.profile)
             self._local.state = state
             with self._states_lock:
                 self._states.append(state)
         return state
 
+    def _prepare(self, state: _ThreadState, shapes: Dict[str, tuple]) -> Dict[str, tuple]:
+        """Set the input shapes, size every buffer, bind the addresses. -> {output: (buffer, shape)}."""
+        cuda, trt_context = self.cuda, state.context
+        for name, shape in shapes.items():
+            if not trt_context.set_input_shape(name, shape):
+                raise RuntimeInputError(f"TensorRT rejected shape {shape} for {name} "
+                                        f"(profile {self.inputs[name].describe()}).")
+        for name, shape in shapes.items():
+            state.buffer(cuda, name, self.inputs[name].dtype, shape)
+        outs = {}
+        for name, spec in self.outputs.items():
+            shape = tuple(trt_context.get_tensor_shape(name))
+            outs[name] = (state.buffer(cuda, name, spec.dtype, shape), shape)
+        # addresses after every (re)allocation above
+        for name in shapes:
+            trt_context.set_tensor_address(name, int(state.buffers[name].device))
+        for name, (buf, _) in outs.items():
+            trt_context.set_tensor_address(name, int(buf.device))
+        return outs
+
+    def _run(self, state: _ThreadState, shapes: Dict[str, tuple], outs: Dict[str, tuple], host_names):
+        """Copy the host-staged inputs `host_names`, run, copy the outputs back, synchronise."""
+        cuda, stream = self.cuda, state.stream
+        start, after_h2d, after_compute, after_d2h = state.events
+        start.record(stream)
+        for name in host_names:
+            buf = state.buffers[name]
+            cuda.memcpy_htod_async(buf.device, buf.view(shapes[name]), stream)
+        after_h2d.record(stream)
+        self._enqueue(state, tuple(shapes[name] for name in self.inputs))
+        after_compute.record(stream)
+        for buf, shape in outs.values():
+            cuda.memcpy_dtoh_async(buf.view(shape), buf.device, stream)
+        after_d2h.record(stream)
+        after_d2h.synchronize()
+        timings = {"h2d": after_h2d.time_since(start), "compute": after_compute.time_since(after_h2d),
+                   "d2h": after_d2h.time_since(after_compute)}
+        outputs = {name: buf.view(shape).astype(np.float32) for name, (buf, shape) in outs.items()}
+        return outputs, timings
+
     def _execute(self, arrays: Dict[str, np.ndarray]):
-        cuda = self.cuda
+        shapes = {name: arrays[name].shape for name in self.inputs}
         with self.gpu.active():
             state = self._state()
-            context, stream = state.context, state.stream
+            state.prepared = None                  # host inputs overwrite any device-filled ones
+            outs = self._prepare(state, shapes)
             for name, array in arrays.items():
-                if not context.set_input_shape(name, array.shape):
-                    raise ModelLoadError(f"TensorRT rejected shape {array.shape} for {name} "
-                                         f"(profile {self.inputs[name].describe()}).")
-            staged = []
-            for name, array in arrays.items():
-                buf = state.buffer(cuda, name, self.inputs[name].dtype, array.shape)
-                np.copyto(buf.view(array.shape), array, casting="same_kind")
-                staged.append((buf, array.shape))
-            outs = {}
-            for name, spec in self.outputs.items():
-                shape = tuple(context.get_tensor_shape(name))
-                outs[name] = (state.buffer(cuda, name, spec.dtype, shape), shape)
-            # addresses after every (re)allocation above
-            for name, array in arrays.items():
-                context.set_tensor_address(name, int(state.buffers[name].device))
-            for name, (buf, _) in outs.items():
-                context.set_tensor_address(name, int(buf.device))
+                np.copyto(state.buffers[name].view(array.shape), array, casting="same_kind")
+            return self._run(state, shapes, outs, list(self.inputs))
 
-            start, after_h2d, after_compute, after_d2h = state.events
-            start.record(stream)
-            for buf, shape in staged:
-                cuda.memcpy_htod_async(buf.device, buf.view(shape), stream)
-            after_h2d.record(stream)
-            self._enqueue(state, tuple(a.shape for a in arrays.values()))
-            after_compute.record(stream)
-            for buf, shape in outs.values():
-                cuda.memcpy_dtoh_async(buf.view(shape), buf.device, stream)
-            after_d2h.record(stream)
-            after_d2h.synchronize()
-            timings = {"h2d": after_h2d.time_since(start), "compute": after_compute.time_since(after_h2d),
-                       "d2h": after_d2h.time_since(after_compute)}
-            outputs = {name: buf.view(shape).astype(np.float32) for name, (buf, shape) in outs.items()}
-        return outputs, timings
+    # ---------------------------------------------------------------------------------------
+    # device-filled inputs
+
+    def device_inputs(self, shapes: Mapping[str, tuple]) -> Dict[str, DeviceInput]:
+        """The calling thread's input buffers sized for `shapes` ({input name: shape} for all five
+        inputs, checked against the engine's profile), allocated or grown as predict() does.
+
+        Fill the ones you produce on the GPU (e.g. with edge_ladder.kernels.log_mel_device /
+        face_crops_device) on DeviceInput.stream, in the buffer's dtype (float32 or float16: the
+        engine's input type), then call execute_prefilled(shapes, host_inputs=...) from the same
+        thread. Padding is not cleared: write every element of what you fill.
+        """
+        shapes = validate_shapes(shapes, self.inputs)
+        with self.gpu.active():
+            state = self._state()
+            self._prepare(state, shapes)
+            state.prepared = dict(shapes)
+            return {name: DeviceInput(name, int(state.buffers[name].device), shape, self.inputs[name].dtype,
+                                      state.stream)
+                    for name, shape in shapes.items()}
+
+    def execute_prefilled(self, shapes: Mapping[str, tuple], host_inputs: Optional[Mapping[str, np.ndarray]] = None,
+                          preprocess_ms: Optional[float] = None) -> Result:
+        """Run the engine on inputs already in this thread's device buffers (device_inputs(shapes)),
+        copying only `host_inputs` (float32 arrays of their shape in `shapes`, usually the small
+        audio_mask / face_mask / presence) from the host first. Same Result as predict(); timings
+        'h2d' covers only host_inputs."""
+        start = time.perf_counter()
+        shapes = validate_shapes(shapes, self.inputs)
+        host_inputs = dict(host_inputs or {})
+        for name, value in host_inputs.items():
+            if name not in shapes:
+                raise RuntimeInputError(f"host_inputs names {name!r}, not an input of this model "
+                                        f"({', '.join(self.inputs)}).")
+            if not isinstance(value, np.ndarray) or value.dtype != np.float32 or value.shape != shapes[name]:
+                raise RuntimeInputError(f"host_inputs[{name!r}] must be float32 {shapes[name]} (its shape in "
+                                        f"shapes); got {getattr(value, 'dtype', type(value).__name__)} "
+                                        f"{getattr(value, 'shape', '')}.")
+            if not np.isfinite(value).all() or (name in MASK_NAMES and not ((value == 0.0) | (value == 1.0)).all()):
+                raise RuntimeInputError(f"host_inputs[{name!r}] must be finite{' and hold only 0 and 1' if name in MASK_NAMES else ''}.")
+        with self.gpu.active():
+            state = self._state()
+            if state.prepared != shapes:
+                raise RuntimeInputError(f"execute_prefilled({shapes}) in this thread needs device_inputs() with the "
+                                        f"same shapes first (and no predict() in between); the buffers hold "
+                                        f"{state.prepared or 'nothing device-filled'}.")
+            outs = self._prepare(state, shapes)           # same shapes: no reallocation, data kept
+            for name, value in host_inputs.items():
+                np.copyto(state.buffers[name].view(value.shape), value, casting="same_kind")
+            validated = time.perf_counter()
+            outputs, timings = self._run(state, shapes, outs, list(host_inputs))
+        timings = {"validate": (validated - start) * 1e3, **timings, "total": (time.perf_counter() - start) * 1e3}
+        if preprocess_ms is not None:
+            timings = {"preprocess": float(preprocess_ms), **timings}
+            timings["total"] += float(preprocess_ms)
+        return make_result(outputs["logits"], outputs["probs"], timings, self.backend)
 
     def _enqueue(self, state: _ThreadState, shapes_key: tuple) -> None:
         handle = state.stream.handle
