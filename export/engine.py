@@ -7,17 +7,24 @@ How FP16 is obtained depends on the TensorRT in hand (decided by `plan_build`, a
     fp32 ONNX    BuilderFlag.FP16 (8.5 .. 10.x)        weakly typed                  FP16
     fp32 ONNX    no FP16 flag (11.x)                   -> error: build model.fp16.onnx instead
     fp16 ONNX    STRONGLY_TYPED (10.x, 11.x)           strongly typed                none
-    fp16 ONNX    no STRONGLY_TYPED (8.5, 8.6)          weakly typed                  FP16
+    fp16 ONNX    no STRONGLY_TYPED (8.5, 8.6)          weakly typed                  FP16 + OBEY_PRECISION_
+                                                                                     CONSTRAINTS, FP32 pins
+
+In a weakly typed network the FP16 graph's Casts are only hints: the builder may run the
+normalisation, reductions, the masked-mean Div and Softmax in FP16 anyway. On that path
+`constrain_fp32_layers` pins every layer the graph keeps in FP32 (see `pins_to_fp32`).
 
 After the build the engine inspector lists every layer's tensor formats; the build fails when FP16
-was asked and no compute layer runs in FP16 (or FP32 was asked and some does): never a silent FP32
-engine. Everything TensorRT is imported lazily (edge_ladder._deps.require): this module imports on
+was asked and no compute layer (convolution, matrix multiply, fully connected, gemm, Myelin region)
+runs in FP16 (FP16 Casts do not count), or FP32 was asked and any layer outputs FP16: never a silent
+FP32 engine. Everything TensorRT is imported lazily (edge_ladder._deps.require): this module imports on
 a machine without it, and its pure functions are tested there.
 """
 from __future__ import annotations
 
 import ctypes
 import json
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -47,6 +54,9 @@ class BuildPlan:
     strongly_typed: bool    # NetworkDefinitionCreationFlag.STRONGLY_TYPED
     fp16_flag: bool         # BuilderFlag.FP16
     explicit_batch: bool    # NetworkDefinitionCreationFlag.EXPLICIT_BATCH (required before 10)
+    # The FP16 graph built weakly typed (8.5, 8.6): its Casts are only hints there, so the layers the
+    # graph keeps in FP32 are pinned with layer precisions + BuilderFlag.OBEY_PRECISION_CONSTRAINTS.
+    constrain_fp32: bool = False
 
 
 def trt_major(version: str) -> int:
@@ -68,7 +78,8 @@ def plan_build(trt_version: str, has_fp16_flag: bool, has_strongly_typed: bool, 
         if has_strongly_typed:
             return BuildPlan("fp16", strongly_typed=True, fp16_flag=False, explicit_batch=explicit_batch)
         if has_fp16_flag:
-            return BuildPlan("fp16", strongly_typed=False, fp16_flag=True, explicit_batch=explicit_batch)
+            return BuildPlan("fp16", strongly_typed=False, fp16_flag=True, explicit_batch=explicit_batch,
+                             constrain_fp32=True)
         raise EngineBuildError(f"TensorRT {trt_version} offers neither strongly typed networks nor "
                                f"BuilderFlag.FP16; it cannot build an FP16 engine.")
     if fp16:
@@ -81,51 +92,171 @@ def plan_build(trt_version: str, has_fp16_flag: bool, has_strongly_typed: bool, 
     return BuildPlan("fp32", strongly_typed=has_strongly_typed, fp16_flag=False, explicit_batch=explicit_batch)
 
 
-COMPUTE_LAYER_TYPES = ("Convolution", "MatrixMultiply", "Gemm", "FullyConnected", "CaskConvolution",
-                       "CaskGemmConvolution", "Myelin", "gemm", "conv")
+# How the engine inspector names things (LayerInformationFormat.JSON, ProfilingVerbosity.DETAILED):
+# each entry of "Layers" has "Name", "LayerType" (the implementation: CaskConvolution, gemm, kgen,
+# Reformat, Myelin, ...), often "ParameterType" (the logical layer: Convolution, MatrixMultiply,
+# ...), "Inputs"/"Outputs" with a "Format/Datatype" text ("Row major linear FP16 format",
+# "Channel major FP32 format ...", or the bare "Half"/"Float" of Myelin kernels) and "TacticName".
+COMPUTE_MARKERS = ("convolution", "matrixmultiply", "fullyconnected", "gemm")
+# gemm/conv tactic names spell their operand types: sm80_xmma_gemm_f16f16_f16f32_..., ..._h1688...
+_FP16_TACTIC = re.compile(r"(?<!b)f16|fp16|half|hmma|h884|h1688|h16816", re.IGNORECASE)
 
 
 def _format_precision(text: str) -> str | None:
+    """'fp16', 'fp32' or None (integer, bool, bfloat16, unknown) for one Format/Datatype text."""
     text = str(text)
-    if "FP16" in text or "Half" in text or "half" in text:
+    if "BFloat16" in text:
+        return None
+    if "FP16" in text or "Half" in text:
         return "fp16"
-    if "FP32" in text or "Float" in text or "float" in text:
+    if "FP32" in text or "Float" in text:
         return "fp32"
     return None
 
 
+def _tensor_precisions(tensors) -> list[str]:
+    kinds = (_format_precision(t.get("Format/Datatype", "")) for t in tensors or () if isinstance(t, dict))
+    return [kind for kind in kinds if kind is not None]
+
+
+def _layer_kind(entry: dict) -> str:
+    """'compute' (convolution / matrix multiply / fully connected / gemm), 'myelin' (an opaque
+    Myelin region) or 'other' (casts, reformats, element-wise, softmax, reductions, shuffles)."""
+    type_text = f"{entry.get('ParameterType', '')} {entry.get('LayerType', '')}".lower()
+    if any(marker in type_text for marker in COMPUTE_MARKERS):
+        return "compute"
+    return "myelin" if "myelin" in type_text else "other"
+
+
+def _compute_precision(entry: dict, kind: str) -> str | None:
+    """The precision a compute or Myelin layer runs in.
+
+    Compute layer: its first float input's format (a convolution or gemm computes in the type it
+    reads, as trt-engine-explorer assumes), else its first float output's, else an FP16 marker in
+    its tactic name. Myelin layer (TensorRT 8.x reports a fused region as ONE layer whose inner
+    kernels are invisible): FP16 when any of its own input/output formats is FP16/Half or its
+    tactic name carries an FP16 marker, else FP32. Assumption: a Myelin region that computes in
+    FP16 but has FP32 boundaries and no tactic hint is reported as FP32 (refused, never accepted
+    unseen)."""
+    inputs, outputs = _tensor_precisions(entry.get("Inputs")), _tensor_precisions(entry.get("Outputs"))
+    tactic_fp16 = bool(_FP16_TACTIC.search(str(entry.get("TacticName", ""))))
+    if kind == "myelin":
+        return "fp16" if "fp16" in inputs + outputs or tactic_fp16 else "fp32" if inputs + outputs else None
+    if inputs or outputs:
+        return (inputs or outputs)[0]
+    return "fp16" if tactic_fp16 else None
+
+
 def layer_precisions(engine_information: str | dict) -> dict:
     """Summarise the engine inspector's JSON (LayerInformationFormat.JSON, built with
-    ProfilingVerbosity.DETAILED): {'fp16': n, 'fp32': n, 'compute_fp16': n, 'compute_fp32': n,
-    'layers': n}. A layer counts as fp16 when one of its outputs is FP16/Half."""
+    ProfilingVerbosity.DETAILED) into counts:
+      layers                     layers with details
+      fp16 / fp32                layers with an FP16 output / with only FP32 float outputs (Casts
+                                 and Reformats included: these alone say nothing about compute)
+      compute_fp16 / compute_fp32  convolution / matrix-multiply / fully-connected / gemm layers
+                                 and opaque Myelin regions, by the precision they run in (see
+                                 `_compute_precision`)
+      myelin                     how many of those compute layers are opaque Myelin regions."""
     info = json.loads(engine_information) if isinstance(engine_information, str) else engine_information
-    counts = {"fp16": 0, "fp32": 0, "compute_fp16": 0, "compute_fp32": 0, "layers": 0}
+    counts = {"fp16": 0, "fp32": 0, "compute_fp16": 0, "compute_fp32": 0, "myelin": 0, "layers": 0}
     for entry in info.get("Layers", []):
         if not isinstance(entry, dict):  # built without DETAILED verbosity: names only
             continue
         counts["layers"] += 1
-        kinds = {_format_precision(t.get("Format/Datatype", "")) for t in entry.get("Outputs", [])
-                 if isinstance(t, dict)}
-        kind = "fp16" if "fp16" in kinds else "fp32" if "fp32" in kinds else None
-        if kind is None:
+        outputs = _tensor_precisions(entry.get("Outputs"))
+        if outputs:
+            counts["fp16" if "fp16" in outputs else "fp32"] += 1
+        kind = _layer_kind(entry)
+        if kind == "other":
             continue
-        counts[kind] += 1
-        layer_type = str(entry.get("LayerType", "")) + " " + str(entry.get("TacticName", ""))
-        if any(t in layer_type for t in COMPUTE_LAYER_TYPES):
-            counts[f"compute_{kind}"] += 1
+        precision = _compute_precision(entry, kind)
+        if precision is not None:
+            counts[f"compute_{precision}"] += 1
+            counts["myelin"] += kind == "myelin"
     return counts
 
 
 def verify_precision(counts: dict, expected: str, engine_path: str = "engine") -> None:
-    """Fail loudly when the built engine's layers do not run in the precision that was asked."""
+    """Fail loudly when the built engine does not run in the precision that was asked.
+
+    FP16 asked: at least one compute layer (convolution / matrix multiply / fully connected / gemm,
+    or a Myelin region, see `layer_precisions`) must run in FP16; FP16 Casts or Reformats alone do
+    not count, since model.fp16.onnx has them even when every Conv/Gemm fell back to FP32.
+    FP32 asked: no layer at all may output FP16."""
     if counts["layers"] == 0:
         raise EngineBuildError(f"{engine_path}: the engine inspector listed no layer details, so the precision "
                                f"cannot be checked (needs ProfilingVerbosity.DETAILED).")
-    if expected == "fp16" and counts["fp16"] == 0:
-        raise EngineBuildError(f"{engine_path}: FP16 was asked but every layer runs in FP32 ({counts}). "
-                               f"This TensorRT silently ignored FP16; build the strongly typed model.fp16.onnx.")
+    if expected == "fp16" and counts["compute_fp16"] == 0:
+        if counts["compute_fp32"] == 0:
+            raise EngineBuildError(f"{engine_path}: FP16 was asked but the engine inspector shows no convolution, "
+                                   f"matrix-multiply or Myelin layer whose precision can be read ({counts}); "
+                                   f"refusing an engine whose precision cannot be confirmed.")
+        myelin = (f" {counts['myelin']} of them are fused Myelin regions whose inputs and outputs are FP32 and "
+                  f"whose tactics show no FP16; their inner kernels are not visible to the inspector."
+                  if counts["myelin"] else "")
+        raise EngineBuildError(f"{engine_path}: FP16 was asked but every compute layer runs in FP32 "
+                               f"({counts['compute_fp32']} compute layers, {counts['fp16']} FP16 casts/other "
+                               f"layers; {counts}).{myelin} This TensorRT silently ignored FP16; build the "
+                               f"strongly typed model.fp16.onnx on a TensorRT with STRONGLY_TYPED (10+), or "
+                               f"inspect the build log for layers without FP16 kernels.")
     if expected == "fp32" and counts["fp16"] > 0:
         raise EngineBuildError(f"{engine_path}: FP32 was asked but {counts['fp16']} layers run in FP16 ({counts}).")
+
+
+# Layer kinds that overflow or lose precision in FP16 (TensorRT LayerType names).
+FP32_SENSITIVE_LAYERS = frozenset({"SOFTMAX", "REDUCE", "ELEMENTWISE", "UNARY", "NORMALIZATION"})
+# Never pinned: Casts (IDENTITY is how TensorRT 8.5 parses an ONNX Cast) carry the graph's own
+# precision changes; shape and constant layers compute no floats.
+NEVER_PINNED_LAYERS = frozenset({"CAST", "IDENTITY", "SHAPE", "CONSTANT", "ASSERTION"})
+FLOAT_DTYPES = frozenset({"float32", "float16", "bfloat16"})
+
+
+def pins_to_fp32(layer_type: str, output_dtypes, input_dtypes) -> bool:
+    """Whether a layer of the parsed (weakly typed) FP16 graph must be pinned to FP32.
+
+    layer_type: TensorRT LayerType name ('SOFTMAX', 'CONVOLUTION', ...); output_dtypes /
+    input_dtypes: the parsed network's tensor dtypes as 'float32', 'float16', 'int32', 'bool', ...
+    (None for an absent optional input). A layer is pinned when it produces float32 and is either a
+    precision-sensitive kind or reads only float32 floats (it lies in the graph's FP32 region)."""
+    layer_type = str(layer_type).upper()
+    if layer_type in NEVER_PINNED_LAYERS or "float32" not in output_dtypes:
+        return False
+    float_inputs = [dtype for dtype in input_dtypes if dtype in FLOAT_DTYPES]
+    if layer_type in FP32_SENSITIVE_LAYERS:
+        return True
+    return bool(float_inputs) and all(dtype == "float32" for dtype in float_inputs)
+
+
+def _dtype_name(trt, dtype) -> str:
+    return {trt.float32: "float32", trt.float16: "float16"}.get(dtype, str(dtype).split(".")[-1].lower())
+
+
+def constrain_fp32_layers(trt, network) -> int:
+    """Pin the FP32 layers of a weakly typed FP16 network (see `pins_to_fp32`): layer.precision and
+    the float32 outputs' types become trt.float32. Returns how many layers were pinned. Takes effect
+    only with BuilderFlag.OBEY_PRECISION_CONSTRAINTS (TensorRT < 11) set on the builder config."""
+    # ILayer.type, .precision and .set_output_type are documented from 8.x through 10.x (the last
+    # two left with weak typing in 11, where this never runs). They are reached with getattr
+    # because the compiled bindings store them only as tails of longer strings (reset_precision,
+    # reset_output_type, output_type), which the binding-name checker cannot see.
+    pinned = 0
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        missing = [name for name in ("type", "precision", "set_output_type") if not hasattr(layer, name)]
+        if missing:
+            raise EngineBuildError(f"TensorRT {trt.__version__}'s layers have no {', '.join(missing)}: cannot keep "
+                                   f"the FP16 graph's FP32 layers in FP32 in a weakly typed network.")
+        outputs = [_dtype_name(trt, layer.get_output(i).dtype) for i in range(layer.num_outputs)]
+        inputs = [None if layer.get_input(i) is None else _dtype_name(trt, layer.get_input(i).dtype)
+                  for i in range(layer.num_inputs)]
+        if not pins_to_fp32(getattr(layer, "type").name, outputs, inputs):
+            continue
+        setattr(layer, "precision", trt.float32)
+        for out, dtype in enumerate(outputs):
+            if dtype == "float32":
+                getattr(layer, "set_output_type")(out, trt.float32)
+        pinned += 1
+    return pinned
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +401,8 @@ def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | N
     network, parser = _parse(trt, builder, logger, onnx_path, probe_choice)
     graph_is_fp16 = _graph_is_fp16(trt, network)
     choice = plan_build(trt.__version__, has_fp16_flag, has_strongly_typed, graph_is_fp16, fp16, str(onnx_path))
-    if choice != probe_choice:
+    network_flags = (choice.strongly_typed, choice.explicit_batch)
+    if network_flags != (probe_choice.strongly_typed, probe_choice.explicit_batch):
         network, parser = _parse(trt, builder, logger, onnx_path, choice)
     log(f"TensorRT {trt.__version__} on {device['gpu_name']} (sm {device['compute_capability']}): "
         f"{'strongly typed' if choice.strongly_typed else 'weakly typed'} network, "
@@ -279,6 +411,15 @@ def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | N
     config = builder.create_builder_config()
     if choice.fp16_flag:  # only ever True where hasattr(trt.BuilderFlag, "FP16") (TensorRT < 11)
         config.set_flag(trt.BuilderFlag.FP16)
+    pinned = 0
+    if choice.constrain_fp32:  # weakly typed FP16 graph (TensorRT 8.5, 8.6): make its Casts binding
+        if not hasattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS"):  # removed in 11 (strongly typed there)
+            raise EngineBuildError(f"TensorRT {trt.__version__} has no BuilderFlag.OBEY_PRECISION_CONSTRAINTS: "
+                                   f"{onnx_path} cannot be built weakly typed with its FP32 layers kept in FP32.")
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        pinned = constrain_fp32_layers(trt, network)
+        log(f"weakly typed FP16 graph: pinned {pinned} of {network.num_layers} layers to FP32 "
+            f"(softmax, reductions, normalisation, element-wise, unary, and the graph's FP32 region)")
     if workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     if opt_level is not None:
@@ -327,7 +468,7 @@ def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | N
         "gpu_name": device["gpu_name"],
         "compute_capability": device["compute_capability"],
         "precision": choice.precision,
-        "build_plan": asdict(choice),
+        "build_plan": {**asdict(choice), "fp32_pinned_layers": pinned},
         "layer_precisions": counts,
         "profiles": profile_for_sidecar(profile),
         "onnx": str(onnx_path.resolve()) if onnx_path.parent.resolve() != engine_path.parent.resolve() else onnx_path.name,
@@ -338,8 +479,9 @@ def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | N
         "rebuild_command": rebuild_command(onnx_path, engine_path, choice.precision == "fp16", profile),
     }
     atomic_write_json(sidecar_path(engine_path), sidecar)
-    log(f"wrote {engine_path} ({len(plan_bytes) / 1e6:.1f} MB, {choice.precision}, {counts['fp16']} fp16 / "
-        f"{counts['fp32']} fp32 layers) in {sidecar['build_seconds']:.1f} s; sidecar {sidecar_path(engine_path).name}")
+    log(f"wrote {engine_path} ({len(plan_bytes) / 1e6:.1f} MB, {choice.precision}, compute layers "
+        f"{counts['compute_fp16']} fp16 / {counts['compute_fp32']} fp32, all layers {counts['fp16']} fp16 / "
+        f"{counts['fp32']} fp32) in {sidecar['build_seconds']:.1f} s; sidecar {sidecar_path(engine_path).name}")
     return sidecar
 
 

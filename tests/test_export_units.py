@@ -171,6 +171,8 @@ def test_shapes_parse_derive_and_reject():
 def test_build_plan_per_tensorrt_version(version, fp16_flag, strongly, graph_fp16, ask_fp16, expected):
     plan = engine.plan_build(version, fp16_flag, strongly, graph_fp16, ask_fp16)
     assert (plan.precision, plan.strongly_typed, plan.fp16_flag, plan.explicit_batch) == expected
+    # FP32 pins exactly where the FP16 graph is built weakly typed (its Casts are only hints there)
+    assert plan.constrain_fp32 == (graph_fp16 and not plan.strongly_typed)
 
 
 def test_build_plan_refuses_impossible_or_contradictory_requests():
@@ -180,24 +182,112 @@ def test_build_plan_refuses_impossible_or_contradictory_requests():
         engine.plan_build("10.13.3", True, True, graph_is_fp16=True, fp16=False)
 
 
-def inspector_json(formats):
-    return json.dumps({"Layers": [{"Name": f"l{i}", "LayerType": kind, "Outputs": [{"Format/Datatype": fmt}]}
-                                  for i, (kind, fmt) in enumerate(formats)]})
+def layer(layer_type, inputs, outputs, parameter_type=None, tactic=None, name=None):
+    """One entry of the engine inspector's "Layers" list (LayerInformationFormat.JSON, DETAILED)."""
+    entry = {"Name": name or f"{layer_type}_{len(inputs)}_{len(outputs)}", "LayerType": layer_type,
+             "Inputs": [{"Name": f"in{i}", "Location": "Device", "Dimensions": [1, 97, 64], "Format/Datatype": f}
+                        for i, f in enumerate(inputs)],
+             "Outputs": [{"Name": f"out{i}", "Location": "Device", "Dimensions": [1, 97, 64], "Format/Datatype": f}
+                         for i, f in enumerate(outputs)]}
+    if parameter_type:
+        entry["ParameterType"] = parameter_type
+    if tactic:
+        entry["TacticName"] = tactic
+    return entry
 
 
-def test_engine_precision_check_catches_silent_fp32():
-    fp16_engine = inspector_json([("Reformat", "Row major linear FP32"), ("CaskConvolution", "Channel major FP16 format"),
-                                  ("Reduce", "Row major linear FP32"), ("gemm", "Row major linear FP16 format")])
-    counts = engine.layer_precisions(fp16_engine)
-    assert counts == {"fp16": 2, "fp32": 2, "compute_fp16": 2, "compute_fp32": 0, "layers": 4}
-    engine.verify_precision(counts, "fp16")
-    with pytest.raises(engine.EngineBuildError, match="FP32 was asked"):
-        engine.verify_precision(counts, "fp32")
-    silent = engine.layer_precisions(inspector_json([("CaskConvolution", "Row major linear FP32")] * 3))
-    with pytest.raises(engine.EngineBuildError, match="FP16 was asked but every layer runs in FP32"):
+F32, F16 = "Row major linear FP32", "Row major linear FP16 format"
+NHWC8_F16 = "Channel major FP16 format where channel % 8 == 0"
+
+
+def inspector_json(*layers):
+    return json.dumps({"Layers": list(layers)})
+
+
+def test_precision_check_refuses_fp16_casts_around_fp32_convolutions_and_gemms():
+    """model.fp16.onnx always has FP16 Casts: an engine whose Conv/Gemm fell back to FP32 is refused."""
+    silent = engine.layer_precisions(inspector_json(
+        layer("Cast", [F32], [F16], name="/audio/Cast_to_fp16"),
+        layer("Reformat", [F16], [F32]),
+        layer("CaskConvolution", [F32], [F32], parameter_type="Convolution"),
+        layer("CaskGemmConvolution", [F32], [F32], parameter_type="FullyConnected"),
+        layer("Reduce", [F32], [F32], parameter_type="Reduce")))
+    assert silent == {"fp16": 1, "fp32": 4, "compute_fp16": 0, "compute_fp32": 2, "myelin": 0, "layers": 5}
+    with pytest.raises(engine.EngineBuildError, match="FP16 was asked but every compute layer runs in FP32"):
         engine.verify_precision(silent, "fp16")
+
+
+def test_precision_check_accepts_fp16_compute_with_fp32_softmax_and_reductions():
+    counts = engine.layer_precisions(inspector_json(
+        layer("Reformat", [F32], [NHWC8_F16]),
+        layer("CaskConvolution", [NHWC8_F16], [NHWC8_F16], parameter_type="Convolution"),
+        layer("Reformat", [NHWC8_F16], [F32]),
+        layer("Reduce", [F32], [F32]),
+        layer("SoftMax", [F32], [F32], parameter_type="SoftMax")))
+    assert counts == {"fp16": 2, "fp32": 3, "compute_fp16": 1, "compute_fp32": 0, "myelin": 0, "layers": 5}
+    engine.verify_precision(counts, "fp16")
+    with pytest.raises(engine.EngineBuildError, match="FP32 was asked but 2 layers run in FP16"):
+        engine.verify_precision(counts, "fp32")
+    # TensorRT 10 shows Myelin's inner kernels: gemm reading "Half" is FP16 compute, kgen is not compute
+    inner = engine.layer_precisions(inspector_json(
+        layer("kgen", ["Float"], ["Half"], tactic="__myl_CastMul_0x1"),
+        layer("gemm", ["Half", "Half"], ["Float"], tactic="sm87_xmma_gemm_f16f16_f16f32_f32_tn_n"),
+        layer("kgen", ["Float"], ["Float"], tactic="__myl_ReduSumDiv_0x2")))
+    assert (inner["compute_fp16"], inner["compute_fp32"]) == (1, 0)
+    engine.verify_precision(inner, "fp16")
+
+
+def test_precision_check_of_opaque_myelin_regions_uses_their_boundary_formats_and_tactic():
+    """TensorRT 8.x reports a Myelin region as one layer: FP16 only when its own formats or tactic
+    show FP16; an FP32-bounded region with no FP16 hint is refused (documented assumption)."""
+    opaque = layer("Myelin", [F32, F32], [F32], name="{ForeignNode[/audio/MatMul.../head/Softmax]}")
+    cast = layer("Cast", [F32], [F16])
+    fp32_only = engine.layer_precisions(inspector_json(cast, opaque))
+    assert (fp32_only["compute_fp16"], fp32_only["compute_fp32"], fp32_only["myelin"]) == (0, 1, 1)
+    with pytest.raises(engine.EngineBuildError, match="1 of them are fused Myelin regions"):
+        engine.verify_precision(fp32_only, "fp16")
+    for fp16_region in (layer("Myelin", [F16, F32], [F32]), layer("Myelin", ["Float"], ["Half"]),
+                        layer("Myelin", [F32], [F32], tactic="sm87_xmma_gemm_f16f16_f16f32_f32_nn_n")):
+        counts = engine.layer_precisions(inspector_json(cast, fp16_region))
+        assert (counts["compute_fp16"], counts["myelin"]) == (1, 1), fp16_region
+        engine.verify_precision(counts, "fp16")
+    bf16 = engine.layer_precisions(inspector_json(layer("Myelin", [F32], [F32], tactic="sm90_gemm_bf16bf16_bf16f32")))
+    with pytest.raises(engine.EngineBuildError, match="every compute layer runs in FP32"):
+        engine.verify_precision(bf16, "fp16")
+
+
+def test_precision_check_refuses_engines_it_cannot_read():
+    no_compute = engine.layer_precisions(inspector_json(layer("Cast", [F32], [F16]), layer("SoftMax", [F32], [F32])))
+    with pytest.raises(engine.EngineBuildError, match="no convolution, matrix-multiply or Myelin layer"):
+        engine.verify_precision(no_compute, "fp16")
     with pytest.raises(engine.EngineBuildError, match="DETAILED"):
         engine.verify_precision(engine.layer_precisions({"Layers": ["a", "b"]}), "fp16")
+
+
+@pytest.mark.parametrize("layer_type, outputs, inputs, pinned", [
+    ("SOFTMAX", ["float32"], ["float32"], True),
+    ("REDUCE", ["float32"], ["float32"], True),
+    ("ELEMENTWISE", ["float32"], ["float32", "float32"], True),      # the masked-mean Div
+    ("ELEMENTWISE", ["float32"], ["float16", "float16"], True),      # sensitive kind producing float32
+    ("UNARY", ["float32"], ["float32"], True),
+    ("NORMALIZATION", ["float32"], ["float32", "float32", "float32"], True),
+    ("SHUFFLE", ["float32"], ["float32", "int32"], True),            # in the graph's FP32 region
+    ("POOLING", ["float32"], ["float32"], True),
+    ("MATRIX_MULTIPLY", ["float32"], ["float32", "float32"], True),  # the FP16 pass left it in FP32
+    ("CONVOLUTION", ["float16"], ["float16"], False),                # the FP16 region stays free
+    ("MATRIX_MULTIPLY", ["float16"], ["float16", "float16"], False),
+    ("ACTIVATION", ["float16"], ["float16"], False),
+    ("ELEMENTWISE", ["float16"], ["float16", "float16"], False),
+    ("ELEMENTWISE", ["bool"], ["float32", "float32"], False),        # comparison: no float output
+    ("REDUCE", ["int32"], ["int32"], False),                         # shape arithmetic
+    ("IDENTITY", ["float32"], ["float16"], False),                   # an ONNX Cast on TensorRT 8.5
+    ("CAST", ["float32"], ["float16"], False),
+    ("SHAPE", ["int64"], ["float32"], False),
+    ("CONSTANT", ["float32"], [], False),
+    ("FILL", ["float32"], [None], False),                            # no float input to judge by
+])
+def test_fp32_pins_select_the_graphs_fp32_layers_only(layer_type, outputs, inputs, pinned):
+    assert engine.pins_to_fp32(layer_type, outputs, inputs) is pinned
 
 
 def test_check_sidecar_refuses_changed_file_other_tensorrt_and_other_gpu(tmp_path):
