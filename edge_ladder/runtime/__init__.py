@@ -5,6 +5,9 @@
     model = runtime.load("export/model.engine")        # TensorRT + pycuda (Jetson / GPU)
     result = model.predict(batch_inputs(...))          # Result: probs (B, 6), labels, timings
     stream = runtime.Stream(model, window_s=2.0, hop_s=0.5)
+    stream = runtime.Stream(engine_model, frontend="kernels")   # CUDA kernels -> engine inputs
+    # lower level: TensorRTModel.device_inputs(shapes) / execute_prefilled(shapes, host_inputs),
+    # runtime.gpu_frontend.GpuFrontEnd(model).run(pcm, ticks)
 
 Backend modules import onnxruntime / tensorrt / pycuda only when a model is loaded.
 """

@@ -108,6 +108,14 @@ def _check(result: int, call: str) -> None:
         raise RuntimeError(f"{call} failed with CUDA driver error {result}")
 
 
+def memset_async(pointer: int, nbytes: int, stream_handle: int, value: int = 0) -> None:
+    """Set `nbytes` bytes at device address `pointer` to `value`, ordered on the stream
+    (cuMemsetD8Async, the same in every CUDA 11.4-13 driver). Context must be current."""
+    lib = _cuda_lib()
+    _check(lib.cuMemsetD8Async(ctypes.c_ulonglong(int(pointer)), ctypes.c_ubyte(value), ctypes.c_size_t(nbytes),
+                               ctypes.c_void_p(stream_handle or None)), "cuMemsetD8Async")
+
+
 class CudaGraph:
     """Capture work enqueued on a stream once, replay it with one launch.
 

@@ -25,6 +25,7 @@ import numpy as np
 from .. import frontend
 from ..errors import EdgeLadderError
 from .base import Result
+from .cuda import memset_async
 
 
 class GpuFrontEndError(EdgeLadderError):
@@ -123,8 +124,7 @@ class GpuFrontEnd:
         kernels, model = self.kernels, self.model
         started = time.perf_counter()
         pcm = np.asarray(pcm)
-        if pcm.dtype != np.int16:
-            pcm = np.ascontiguousarray(pcm, dtype=np.float32)
+        pcm = np.ascontiguousarray(pcm, dtype=np.int16 if pcm.dtype == np.int16 else np.float32)
         if pcm.ndim != 1:
             raise GpuFrontEndError(f"pcm must be mono (n,); got shape {pcm.shape}.")
         shapes = self.shapes(pcm.shape[0], len(ticks))
@@ -139,7 +139,7 @@ class GpuFrontEnd:
             scratch = self._scratch()
             audio = slots["audio"]
             if n_frames < shapes["audio"][1]:
-                cuda.memset_d8_async(audio.ptr, 0, audio.nbytes, stream)          # empty window: zeros
+                memset_async(audio.ptr, audio.nbytes, stream.handle)          # empty window: zeros
             if n_frames > 0:
                 pcm_device = scratch.get(kernels, "pcm", pcm.nbytes)
                 pcm_device.upload(pcm, stream)
@@ -147,7 +147,7 @@ class GpuFrontEnd:
                                        time_capacity=shapes["audio"][1], out_dtype=audio.dtype,
                                        spec=self.spec, stream=stream)
             face = slots["face"]
-            cuda.memset_d8_async(face.ptr, 0, face.nbytes, stream)                # ticks without a face
+            memset_async(face.ptr, face.nbytes, stream.handle)                # ticks without a face
             self._crop_faces(scratch, ticks, face, shapes["face"][1], channel_order, stream)
             end.record(stream)
             host_inputs = {

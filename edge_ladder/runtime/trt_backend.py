@@ -123,6 +123,12 @@ class TensorRTModel(Model):
     (worth it for fixed-shape streaming windows). verify_sidecar: refuse engines built for
     another TensorRT/GPU or changed since the build (keep True unless you built the engine
     yourself with trtexec).
+
+    Threads: each thread gets its own execution context, stream and buffers on first use. When a
+    new thread's state is created, the states of threads that have ended are freed (so a server
+    with a thread per request does not grow); the rest are freed by close(). Threads Python did
+    not start (C callbacks) never count as ended: their states live until close().
+    Device-filled inputs: active(), device_inputs(shapes), execute_prefilled(shapes, host_inputs).
     """
     backend = "tensorrt"
 
