@@ -143,7 +143,9 @@ def test_backend_is_chosen_by_suffix_or_name(tmp_path):
     assert runtime.backend_for("m.onnx") == "onnxruntime"
     assert runtime.backend_for("m.engine") == "tensorrt"
     assert runtime.backend_for("m.bin", "tensorrt") == "tensorrt"
-    with pytest.raises(runtime.ModelLoadError, match="cannot tell the backend.*'.pt'"):
+    with pytest.raises(runtime.ModelLoadError, match="cannot tell the backend.*'.bin'"):
+        runtime.backend_for("m.bin")
+    with pytest.raises(runtime.ModelLoadError, match="PyTorch checkpoint.*edge-ladder export m.pt"):
         runtime.backend_for("m.pt")
     with pytest.raises(runtime.ModelLoadError, match="is a onnxruntime file but backend='tensorrt'"):
         runtime.backend_for("m.onnx", "tensorrt")

@@ -38,9 +38,14 @@ def backend_for(path, backend: Optional[str] = None) -> str:
                                  f"or leave the backend out.")
         return backend
     suffix = Path(path).suffix.lower()
+    if suffix in (".pt", ".pth"):
+        raise ModelLoadError(f"{path} is a PyTorch checkpoint; the runtime serves exported models. Export it with "
+                             f"`edge-ladder export {path} --out EXPORT_DIR` and load EXPORT_DIR/model.onnx "
+                             f"(or a TensorRT engine built from it).")
     if suffix not in _SUFFIXES:
         raise ModelLoadError(f"cannot tell the backend of {path}: expected a .onnx file (ONNX Runtime) or a "
-                             f".engine file (TensorRT); got suffix {suffix or '(none)'!r}. Pass backend= explicitly.")
+                             f".engine file (TensorRT); got suffix {suffix or '(none)'!r}. "
+                             f"Name the backend: --backend on the command line, backend= in Python.")
     return _SUFFIXES[suffix]
 
 
