@@ -32,9 +32,31 @@ Decoders (training only), our cross-modal interpretation:
              own lateral information plus the joint top-down signal (the cross-modal task).
     g is the Gaussian (vanilla) combinator with per-unit a1..a10 (a2, a7 start at 1).
     C_d = mean over batch and units of (z_clean - zhat_BN)^2, where zhat_BN normalises zhat with
-    the clean pass's batch mean/variance of z_pre (as in Rasmus et al.'s implementation), eps 1e-10.
+    the clean pass's batch mean/variance of z_pre (as in Rasmus et al.'s implementation), eps 1e-10;
+    layer 0 (the pooled input) is not re-normalised (mean 0, variance 1).
     Loss = CE(corrupted logits) + sum_l lambda_l C_d(l). Ladder modes: "none" (lambda = 0,
     decoders not run), "within" (joint + own-modality costs), "cross" (plus the cross costs).
+
+    Absent modalities (our interpretation): a modality flagged absent (presence[:, m] == 0, by
+    --modalities audio/video or by modality dropout) enters its encoder as the learned constant
+    "absent" vector. Its layers carry nothing to reconstruct, and a batch where it is absent
+    everywhere has variance 0 in every layer of m, which broke two things:
+    - the denoising cost: zhat_BN = (zhat - mu) / sqrt(0 + 1e-10) exploded and drowned the CE;
+    - batch normalisation: in training BN(constant) = 0 exactly, while the running statistics
+      (mean lagging the moving constant, variance -> 0) turned the same constant into large
+      values at inference, so an audio-only or video-only model predicted one class.
+    Hence, per modality m, "the batch" means the samples where m is present:
+    - m's encoder layers normalise (clean and corrupted pass) with the batch statistics of
+      those samples, and only they move the running statistics; absent samples are normalised
+      with the same statistics. With fewer than 2 present samples the layer uses its running
+      statistics (no update), exactly as inference does;
+    - every cost whose TARGET is a layer of m (m's own decoder and the other decoder's cross
+      reconstruction) is averaged over those samples and the units; the clean statistics mu,
+      var of z_pre are theirs and the target is z_pre normalised with them (the encoder's clean
+      z). With fewer than 2 such samples the cost is 0.
+    The joint layer (normalisation and cost) stays over all samples. When every sample is present
+    all of this is the reference maths. Selections are weights and torch.where, not boolean
+    indexing or Python branches, so every step runs the same graph (DDP) with no host sync.
 
 Inference (`LadderNet.inference_module()` / `LadderNet.forward`): clean backbones, encoders,
 joint layer and classifier with running BN statistics. No decoder parameter, no noise, no
@@ -63,6 +85,7 @@ CHECKPOINT_FORMAT = "edge-ladder-checkpoint"
 CHECKPOINT_VERSION = 1
 LADDER_MODES = ("none", "within", "cross")
 MODALITIES = ("audio", "face")
+EXPORTED_SUFFIXES = (".onnx", ".engine", ".plan")  # what `edge-ladder export` / `build-engine` write
 
 
 @dataclass
@@ -204,9 +227,35 @@ def bn_batch(z, eps: float):
     return F.batch_norm(z, None, None, None, None, True, 0.0, eps)
 
 
-def batch_stats(z):
-    """Batch mean and (biased) variance of z (B, N), each (N,)."""
-    return z.mean(dim=0), z.var(dim=0, unbiased=False)
+def present_stats(z, present):
+    """Mean and biased variance (N,) of z (B, N) over the samples with present (B,) == 1, their
+    count, and whether there are >= 2 of them (a 0-d bool tensor; no host sync). Float32."""
+    z, present = z.float(), present.float()
+    count = present.sum()
+    enough = count >= 2
+    weight = present * enough                                                # (B,)
+    n = weight.sum().clamp(min=1.0)
+    mean = (weight[:, None] * z).sum(dim=0) / n                              # (N,)
+    var = (weight[:, None] * (z - mean) ** 2).sum(dim=0) / n                 # (N,)
+    return mean, var, count, enough
+
+
+def bn_present(bn, z_pre, present, update: bool):
+    """Parameter-free batch normalisation of z_pre (B, N) with the statistics of the PRESENT
+    samples only (absent ones carry the constant "absent" vector and are normalised with the
+    same statistics). Fewer than 2 present: bn's running statistics. update=True moves bn's
+    running statistics (momentum, unbiased variance, as nn.BatchNorm1d) when >= 2 are present."""
+    mean, var, count, enough = present_stats(z_pre, present)
+    if update:
+        with torch.no_grad():
+            unbiased = var * count / (count - 1).clamp(min=1.0)
+            m = bn.momentum
+            bn.running_mean.copy_(torch.where(enough, (1 - m) * bn.running_mean + m * mean, bn.running_mean))
+            bn.running_var.copy_(torch.where(enough, (1 - m) * bn.running_var + m * unbiased, bn.running_var))
+            bn.num_batches_tracked += 1
+    mean = torch.where(enough, mean, bn.running_mean)
+    var = torch.where(enough, var, bn.running_var)
+    return (z_pre.float() - mean) / torch.sqrt(var + bn.eps)                # (B, N)
 
 
 class LadderLayer(nn.Module):
@@ -214,6 +263,8 @@ class LadderLayer(nn.Module):
 
     `bn` is BatchNorm1d(affine=False): the clean training pass updates its running statistics;
     inference normalises with them. `input_layer=True` makes layer 0: z = BN(h) (no W), h' = z.
+    In training the batch statistics are those of the samples where the layer's modality is
+    present (`present`, (B,) 1/0; all ones for the joint layer): see `bn_present`.
     """
 
     def __init__(self, in_dim: int, out_dim: int, input_layer: bool = False):
@@ -234,21 +285,17 @@ class LadderLayer(nn.Module):
         """Inference: running statistics, no noise."""
         return self.activate(bn_running(self.bn, self.pre(h)))
 
-    def clean(self, h):
-        """Clean training pass: batch statistics (updating the running ones). Returns
-        (h', z, mean, var) with mean/var the batch statistics of z_pre (0 and 1 for layer 0, as
-        in the reference implementations, where the input is not re-normalised)."""
+    def clean(self, h, present):
+        """Clean training pass: present samples' batch statistics (updating the running ones).
+        Returns (h', z_pre); the denoising cost normalises z_pre itself (see `denoising_cost`)."""
         z_pre = self.pre(h)
-        z = self.bn(z_pre) if self.training else bn_running(self.bn, z_pre)
-        if self.input_layer:  # z(0) is the input itself: its reconstruction is not re-normalised
-            mean, var = torch.zeros_like(z[0]), torch.ones_like(z[0]) - 1e-10
-        else:
-            mean, var = batch_stats(z_pre)
-        return self.activate(z), z, mean, var
+        z = bn_present(self.bn, z_pre, present, update=True) if self.training else bn_running(self.bn, z_pre)
+        return self.activate(z), z_pre
 
-    def corrupted(self, h, noise_std: float):
-        """Corrupted pass: its own batch statistics, plus N(0, noise_std^2). Returns (h', z~)."""
-        z = bn_batch(self.pre(h), self.bn.eps)
+    def corrupted(self, h, present, noise_std: float):
+        """Corrupted pass: its own (present samples') batch statistics, plus N(0, noise_std^2).
+        Returns (h', z~)."""
+        z = bn_present(self.bn, self.pre(h), present, update=False)
         z = z + noise_std * torch.randn_like(z)
         return self.activate(z), z
 
@@ -270,12 +317,25 @@ class Combinator(nn.Module):
         return (z_noisy - mu) * v + mu
 
 
-def denoising_cost(z_clean, z_hat, mean, var):
-    """C_d = mean over batch and units of (z_clean - (z_hat - mean) / sqrt(var + 1e-10))^2.
-    Computed in float32 (under float16 autocast 1e-10 would round to 0)."""
-    z_clean, z_hat, mean, var = z_clean.float(), z_hat.float(), mean.float(), var.float()
-    z_hat_bn = (z_hat - mean) / torch.sqrt(var + 1e-10)
-    return ((z_clean - z_hat_bn) ** 2).mean()
+def denoising_cost(z_pre, z_hat, present, bn_eps: float, input_layer: bool = False):
+    """C_d of one layer over the samples where its modality is present.
+
+    z_pre (B, N) clean pre-normalisation values, z_hat (B, N) reconstruction, present (B,) 1/0.
+    With mean/var the (biased) statistics of z_pre over the present samples:
+        z_clean = (z_pre - mean) / sqrt(var + bn_eps)       # the clean BN output when all are present
+        z_hat_bn = (z_hat - mean) / sqrt(var + 1e-10)        # layer 0: z_hat itself (not re-normalised)
+        C_d = sum_b present_b * mean_units (z_clean - z_hat_bn)^2 / sum_b present_b,  0 if sum < 2.
+    Computed in float32 (under float16 autocast 1e-10 would round to 0).
+    """
+    z_pre, z_hat = z_pre.float(), z_hat.float()
+    mean, var, _, enough = present_stats(z_pre, present)
+    weight = present.float() * enough                                        # (B,) all 0 if < 2
+    n = weight.sum().clamp(min=1.0)
+    var = torch.where(enough, var, torch.ones_like(var))  # no tiny divisors in a skipped cost
+    z_clean = (z_pre - mean) / torch.sqrt(var + bn_eps)                      # (B, N)
+    z_hat_bn = z_hat if input_layer else (z_hat - mean) / torch.sqrt(var + 1e-10)
+    per_sample = ((z_clean - z_hat_bn) ** 2).mean(dim=1)                     # (B,)
+    return (weight * per_sample).sum() / n
 
 
 class ModalityDecoder(nn.Module):
@@ -386,15 +446,17 @@ class LadderNet(nn.Module):
         clean, noisy, tops_clean, tops_noisy = {}, {}, [], []
         for m in MODALITIES:
             h_c, h_n, clean[m], noisy[m] = pooled[m], pooled[m], [], []
+            present = presence[:, MODALITIES.index(m)]                          # (B,)
             for layer in self.encoders[m]:
-                h_c, z_c, mean, var = layer.clean(h_c)
-                h_n, z_n = layer.corrupted(h_n, noise_std)
-                clean[m].append((z_c, mean, var))
+                h_c, z_pre = layer.clean(h_c, present)
+                h_n, z_n = layer.corrupted(h_n, present, noise_std)
+                clean[m].append(z_pre)                                        # (B, N_l)
                 noisy[m].append(z_n)
             tops_clean.append(h_c)
             tops_noisy.append(h_n)
-        _, z_joint, joint_mean, joint_var = self.joint.clean(torch.cat(tops_clean, dim=1))
-        h_joint_noisy, z_joint_noisy = self.joint.corrupted(torch.cat(tops_noisy, dim=1), noise_std)
+        everyone = torch.ones_like(presence[:, 0])                                # (B,)
+        _, z_pre_joint = self.joint.clean(torch.cat(tops_clean, dim=1), everyone)
+        h_joint_noisy, z_joint_noisy = self.joint.corrupted(torch.cat(tops_noisy, dim=1), everyone, noise_std)
         logits = self.classifier(h_joint_noisy)                               # (B, n_classes)
         ce = F.cross_entropy(logits, labels)
         denoise = logits.new_zeros(())
@@ -402,23 +464,22 @@ class LadderNet(nn.Module):
         if ladder != "none":
             weight = lambda l: lambdas[min(l, len(lambdas) - 1)]  # noqa: E731
             z_hat_joint = self.joint_combinator(z_joint_noisy, bn_batch(h_joint_noisy, 1e-5))
-            cost = denoising_cost(z_joint, z_hat_joint, joint_mean, joint_var)
+            cost = denoising_cost(z_pre_joint, z_hat_joint, everyone, self.joint.bn.eps)
             denoise = denoise + cost
             loss = loss + lambdas[-1] * cost
+            # a layer of modality n is reconstructed only where n is present (module docstring)
+            costs = []  # (target modality index, layer, z_hat)
             for i, m in enumerate(MODALITIES):
-                other = MODALITIES[1 - i]
                 own, cross = self.decoders[m](z_hat_joint, noisy[m])
-                for l, z_hat in enumerate(own):
-                    z_c, mean, var = clean[m][l]
-                    cost = denoising_cost(z_c, z_hat, mean, var)
-                    denoise = denoise + cost
-                    loss = loss + weight(l) * cost
+                costs += [(i, l, z_hat) for l, z_hat in enumerate(own)]
                 if ladder == "cross":
-                    for l, z_hat in enumerate(cross):
-                        z_c, mean, var = clean[other][l]
-                        cost = denoising_cost(z_c, z_hat, mean, var)
-                        denoise = denoise + cost
-                        loss = loss + weight(l) * cost
+                    costs += [(1 - i, l, z_hat) for l, z_hat in enumerate(cross)]
+            for target, l, z_hat in costs:
+                layer = self.encoders[MODALITIES[target]][l]
+                cost = denoising_cost(clean[MODALITIES[target]][l], z_hat, presence[:, target],
+                                      layer.bn.eps, input_layer=layer.input_layer)
+                denoise = denoise + cost
+                loss = loss + weight(l) * cost
         return {"loss": loss, "ce": ce, "denoise": denoise, "logits": logits}
 
 
@@ -461,6 +522,15 @@ def build_model(config: ModelConfig) -> LadderNet:
     return LadderNet(config)
 
 
+def load_error_text(error: Exception) -> str:
+    """torch.load's error on one line. Its weights_only failure is a paragraph advising
+    weights_only=False (unsafe, and wrong here: the file is simply not a checkpoint); keep only
+    the unpickler's own reason from it."""
+    text = " ".join(str(error).split())
+    reason = text.partition("WeightsUnpickler error:")[2].partition("Check the documentation")[0].strip()
+    return f"weights-only unpickler: {reason}" if reason else text
+
+
 def load_checkpoint(path, map_location="cpu"):
     """-> (model in eval mode, checkpoint dict). The dict holds plain types and tensors only:
     format, version, model (state_dict), model_config, train_config, labels, normalisation."""
@@ -468,11 +538,15 @@ def load_checkpoint(path, map_location="cpu"):
     if not path.exists():
         raise EdgeLadderError(f"checkpoint {path} does not exist. Train one with "
                               f"`edge-ladder train FEATURES_DIR --out RUN_DIR` (writes RUN_DIR/checkpoint.pt).")
+    if path.suffix.lower() in EXPORTED_SUFFIXES:
+        raise EdgeLadderError(f"{path} is an exported model ({path.suffix}), not a training checkpoint: evaluate "
+                              f"takes RUN_DIR/checkpoint.pt from `edge-ladder train`. Exported models are evaluated "
+                              f"with `edge-ladder infer {path} --input CORPUS_DIR` and timed with `edge-ladder bench`.")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # unpickling error, truncated file, not a torch file
-        raise EdgeLadderError(f"{path} is not a readable edge-ladder checkpoint ({type(error).__name__}: "
-                              f"{error}). Expected the checkpoint.pt written by `edge-ladder train`.") from error
+        raise EdgeLadderError(f"{path} is not an edge-ladder checkpoint: torch.load failed ({type(error).__name__}: "
+                              f"{load_error_text(error)}). Expected the RUN_DIR/checkpoint.pt written by `edge-ladder train`.") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise EdgeLadderError(f"{path}: expected an {CHECKPOINT_FORMAT!r} file written by `edge-ladder train`; "
                               f"got {type(checkpoint).__name__} without that format tag.")

@@ -11,12 +11,14 @@ checkpoint by dev loss, and writes
 
 Every file is written atomically. The loop reseeds the RNGs at the start of every epoch from
 (seed, epoch), so `--resume` after an interruption gives the same weights as a run that was
-never interrupted. Multi-process training: `torchrun --nproc-per-node N -m edge_ladder.train ...`
+never interrupted; resume refuses other settings or another features directory (last.pt
+records the sha256 of manifest.json and splits.json). Multi-process training: `torchrun --nproc-per-node N -m edge_ladder.train ...`
 (gloo on CPU, nccl on CUDA); each process takes 1/N of every epoch, rank 0 writes the files.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
@@ -131,6 +133,35 @@ def normalisation_stats(clips) -> dict:
             "face_mean": np.array([face.mean()]), "face_std": np.array([max(float(face.std()), 1e-3)])}
 
 
+def features_identity(features_dir: Path) -> dict:
+    """What `--resume` compares so a run never mixes two datasets: the resolved directory and the
+    sha256 of its manifest.json (clip list, labels, frame counts, source) and splits.json (folds)."""
+    features_dir = Path(features_dir).resolve()
+    identity = {"features_dir": str(features_dir)}
+    for name in ("manifest.json", "splits.json"):
+        path = features_dir / name
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+        identity[name.replace(".json", "_sha256")] = digest
+    return identity
+
+
+def check_resume_features(state: dict, identity: dict, last_path: Path) -> None:
+    """Raise unless last.pt was trained on the same features (same manifest.json and splits.json)."""
+    saved = state.get("features")
+    if saved is None:
+        raise EdgeLadderError(f"--resume: {last_path} does not record which features directory it was trained on "
+                              f"(written by an older edge-ladder), so resuming on {identity['features_dir']} could "
+                              f"mix datasets. Start again without --resume or use a new --out.")
+    for key in ("manifest_sha256", "splits_sha256"):
+        if saved.get(key) != identity[key]:
+            name = key.replace("_sha256", ".json")
+            raise EdgeLadderError(
+                f"--resume: {last_path} was trained on features {saved.get('features_dir')} ({name} sha256 "
+                f"{str(saved.get(key))[:12]}), this run reads {identity['features_dir']} ({name} sha256 "
+                f"{str(identity[key])[:12]}): a different dataset. Resume with the original FEATURES_DIR, "
+                f"or train into a new --out.")
+
+
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     """Constant, then linear decay to 0 over the last third of the steps (ladder reference)."""
     decay_start = total_steps * 2 // 3
@@ -242,6 +273,7 @@ def train(config: TrainConfig) -> Path:
     steps_per_epoch = max(1, math.ceil(per_rank / config.batch_size))
     total_steps = steps_per_epoch * config.epochs
     config_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+    features = features_identity(features_dir)
 
     start_epoch, best_dev_loss, best_epoch, history = 1, math.inf, 0, []
     last_path = run_dir / "last.pt"
@@ -254,6 +286,7 @@ def train(config: TrainConfig) -> Path:
             if state["train_config"][key] != config_dict[key]:
                 raise EdgeLadderError(f"--resume: {last_path} was trained with {key}={state['train_config'][key]!r}, "
                                       f"this run asks for {config_dict[key]!r}. Use the same settings or a new --out.")
+        check_resume_features(state, features, last_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -314,7 +347,7 @@ def train(config: TrainConfig) -> Path:
             save_torch({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                         "best_dev_loss": best_dev_loss, "best_epoch": best_epoch, "history": history,
-                        "train_config": config_dict}, last_path)
+                        "train_config": config_dict, "features": features}, last_path)
             if progress is not None:
                 progress.write(f"epoch {epoch:3d}  train loss {sums['loss']:.3f} (ce {sums['ce']:.3f}, "
                                f"denoise {sums['denoise']:.3f})  dev loss {dev_loss:.3f}  dev macro-F1 {dev_f1:.3f}")

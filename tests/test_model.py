@@ -8,6 +8,8 @@ from edge_ladder.errors import EdgeLadderError  # noqa: E402
 from edge_ladder.features import batch_inputs  # noqa: E402
 from edge_ladder.model import LadderNet, ModelConfig, load_checkpoint, model_config  # noqa: E402
 
+F = torch.nn.functional
+
 
 def random_clip(rng, t_audio, t_video, n_mels=80, size=48, missing=()):
     valid = np.ones(t_video, bool)
@@ -165,8 +167,78 @@ def test_bad_config_and_checkpoints_are_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
-    with pytest.raises(EdgeLadderError, match="not a readable"):
+    with pytest.raises(EdgeLadderError, match="not an edge-ladder checkpoint: torch.load failed") as error:
         load_checkpoint(junk)
+    # torch's unpickling paragraph (which advises the unsafe weights_only=False) is not passed on
+    assert "\n" not in str(error.value) and "weights_only" not in str(error.value)
+    assert "Unsupported operand" in str(error.value)  # the unpickler's own reason is
+    # exported models: say which command takes them, before trying to unpickle
+    for suffix in (".onnx", ".engine", ".plan"):
+        exported = tmp_path / f"model{suffix}"
+        exported.write_bytes(bytes(np.random.default_rng(9).integers(0, 256, 257, dtype=np.uint8)))
+        with pytest.raises(EdgeLadderError, match="RUN_DIR/checkpoint.pt") as error:
+            load_checkpoint(exported)
+        assert "edge-ladder infer" in str(error.value) and "edge-ladder bench" in str(error.value)
+        assert "torch.load" not in str(error.value)
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(EdgeLadderError, match="format"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_denoising_cost_and_batch_norm_use_only_present_samples():
+    from edge_ladder.model import bn_present, denoising_cost
+    rng = np.random.default_rng(7)
+    z_pre = torch.from_numpy(rng.normal(2, 3, (9, 5)).astype(np.float32))
+    z_hat = torch.from_numpy(rng.normal(0, 1, (9, 5)).astype(np.float32))
+    present = torch.tensor([1, 0, 1, 1, 0, 1, 1, 0, 1], dtype=torch.float32)
+    keep = present.bool()
+    z_pre[~keep] = 4.2  # absent samples: a constant (the learned "absent" vector)
+    # = the cost on the sub-batch of present samples, which with all present is the reference
+    sub, eps = z_pre[keep], 1e-5
+    mean, var = sub.mean(0), sub.var(0, unbiased=False)
+    for input_layer in (False, True):
+        hat_bn = z_hat[keep] if input_layer else (z_hat[keep] - mean) / torch.sqrt(var + 1e-10)
+        expected = ((F.batch_norm(sub, None, None, training=True, eps=eps) - hat_bn) ** 2).mean()
+        got = denoising_cost(z_pre, z_hat, present, eps, input_layer=input_layer)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # fewer than 2 present samples: the cost is skipped, finite
+    one = torch.zeros(9)
+    one[3] = 1.0
+    assert denoising_cost(z_pre, z_hat, one, eps).item() == 0.0
+    assert denoising_cost(z_pre, z_hat, torch.zeros(9), eps).item() == 0.0
+    # batch norm: present samples' statistics, running statistics moved by them only
+    bn = torch.nn.BatchNorm1d(5, affine=False)
+    reference = torch.nn.BatchNorm1d(5, affine=False).train()
+    torch.testing.assert_close(bn_present(bn, z_pre, present, update=True)[keep], reference(sub), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bn.running_mean, reference.running_mean)
+    torch.testing.assert_close(bn.running_var, reference.running_var)
+    # nobody present: running statistics used, not moved (what inference will do)
+    before = bn.running_mean.clone(), bn.running_var.clone()
+    out = bn_present(bn, z_pre, torch.zeros(9), update=True)
+    torch.testing.assert_close(out, (z_pre - before[0]) / torch.sqrt(before[1] + bn.eps))
+    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
+
+
+def test_training_losses_with_the_face_absent_everywhere_are_finite_and_ignore_the_face(net):
+    """--modalities audio: every sample's face is flagged absent. The face layers hold only the
+    constant "absent" vector (variance 0): their reconstruction must not blow up the loss."""
+    import copy
+    rng = np.random.default_rng(8)
+    clips = [random_clip(rng, int(rng.integers(70, 130)), int(rng.integers(5, 13))) for _ in range(7)]
+    batch = batch_inputs(*zip(*clips))
+    batch["presence"][:, 1] = 0.0
+    other_face = dict(batch, face=rng.normal(3, 7, batch["face"].shape).astype(np.float32))
+    labels = torch.from_numpy(rng.integers(0, 6, 7))
+    outs = []
+    for inputs in (batch, other_face):
+        model = copy.deepcopy(net).train()
+        face_bn = [(layer.bn.running_mean.clone(), layer.bn.running_var.clone()) for layer in model.encoders["face"]]
+        torch.manual_seed(3)
+        outs.append(model.training_losses(**tensors(inputs), labels=labels, ladder="cross"))
+        for layer, (mean, var) in zip(model.encoders["face"], face_bn):  # no face sample: not moved
+            assert torch.equal(layer.bn.running_mean, mean) and torch.equal(layer.bn.running_var, var)
+    for key in ("loss", "ce", "denoise"):
+        assert torch.isfinite(outs[0][key]), key
+        torch.testing.assert_close(outs[1][key], outs[0][key], atol=0, rtol=0)
+    assert outs[0]["denoise"].item() < 50.0  # ~1e7 when the face layers' zero variance divided
+    assert outs[0]["loss"].item() < outs[0]["ce"].item() + 10.0
