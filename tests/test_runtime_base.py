@@ -139,6 +139,44 @@ def test_shapes_for_device_filled_inputs_are_checked_like_arrays():
         validate_shapes({k: v for k, v in good.items() if k != "presence"}, specs)
 
 
+def test_execute_prefilled_requires_every_mask_and_presence_from_the_host():
+    """check_host_inputs (TensorRTModel.execute_prefilled): a forgotten mask/presence would run on stale data."""
+    from edge_ladder.runtime.trt_backend import check_host_inputs
+    rng = np.random.default_rng(5)
+    feeds = random_inputs(rng, batch=1, t_audio=97, t_video=11)
+    shapes = {name: array.shape for name, array in feeds.items()}
+    masks = {name: feeds[name] for name in ("audio_mask", "face_mask", "presence")}
+    assert set(check_host_inputs(masks, shapes)) == set(masks)
+    assert set(check_host_inputs({**masks, "audio": feeds["audio"]}, shapes)) == set(masks) | {"audio"}
+    for missing in masks:
+        with pytest.raises(RuntimeInputError, match=f"must hold audio_mask, face_mask, presence.*missing {missing}"):
+            check_host_inputs({k: v for k, v in masks.items() if k != missing}, shapes)
+    with pytest.raises(RuntimeInputError, match="missing audio_mask, face_mask, presence"):
+        check_host_inputs(None, shapes)
+    bad = [({"face_mask": masks["face_mask"] * 0.5}, "only 0 and 1"),
+           ({"presence": masks["presence"].astype(np.float64)}, r"host_inputs\['presence'\] must be float32"),
+           ({"extra": masks["presence"]}, "not an input of this model")]
+    for change, message in bad:
+        with pytest.raises(RuntimeInputError, match=message):
+            check_host_inputs({**masks, **change}, shapes)
+
+
+def test_missing_cuda_driver_library_error_names_what_needs_it(monkeypatch):
+    """memset_async (GPU front-end) and CUDA graphs share libcuda: the error names the caller."""
+    import ctypes
+    from edge_ladder.runtime import cuda
+
+    def no_library(name, *args, **kwargs):
+        raise OSError(f"{name}: cannot open shared object file")
+    monkeypatch.setattr(cuda, "_libcuda", None)
+    monkeypatch.setattr(ctypes, "CDLL", no_library)
+    with pytest.raises(runtime.ModelLoadError, match=r"memset_async \(the CUDA front-end.*libcuda.so.1"):
+        cuda.memset_async(1 << 20, 97, 0)
+    with pytest.raises(runtime.ModelLoadError, match=r"CUDA graph capture.*libcuda.so.1"):
+        with cuda.CudaGraph().capture(0):
+            pass
+
+
 def test_backend_is_chosen_by_suffix_or_name(tmp_path):
     assert runtime.backend_for("m.onnx") == "onnxruntime"
     assert runtime.backend_for("m.engine") == "tensorrt"

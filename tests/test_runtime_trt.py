@@ -140,11 +140,13 @@ def test_execute_prefilled_equals_predict(engine_path):
                 slot = slots[name]
                 assert slot.shape == feeds[name].shape and slot.dtype in (np.float32, np.float16)
                 model.cuda.memcpy_htod(slot.ptr, np.ascontiguousarray(feeds[name].astype(slot.dtype)))
-        result = model.execute_prefilled(shapes, host_inputs={k: feeds[k] for k in ("audio_mask", "face_mask",
-                                                                                    "presence")})
+        masks = {k: feeds[k] for k in ("audio_mask", "face_mask", "presence")}
+        with pytest.raises(rt.RuntimeInputError, match="missing face_mask"):
+            model.execute_prefilled(shapes, host_inputs={k: v for k, v in masks.items() if k != "face_mask"})
+        result = model.execute_prefilled(shapes, host_inputs=masks)
         np.testing.assert_allclose(result.probs, model.predict(feeds).probs, atol=1e-5)
     with pytest.raises(rt.RuntimeInputError, match="device_inputs"):
-        model.execute_prefilled(shapes)                     # predict() ran since device_inputs()
+        model.execute_prefilled(shapes, host_inputs=masks)  # predict() ran since device_inputs()
     model.close()
 
 

@@ -89,7 +89,8 @@ _CAPTURE_MODE_THREAD_LOCAL = 1   # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
 _libcuda: Optional[ctypes.CDLL] = None
 
 
-def _cuda_lib() -> ctypes.CDLL:
+def _cuda_lib(purpose: str) -> ctypes.CDLL:
+    """libcuda (the driver API), loaded once; `purpose` names what needs it in the error."""
     global _libcuda
     if _libcuda is None:
         for name in ("libcuda.so.1", "libcuda.so"):
@@ -99,7 +100,8 @@ def _cuda_lib() -> ctypes.CDLL:
             except OSError:
                 continue
         else:
-            raise ModelLoadError("CUDA graphs need the CUDA driver library libcuda.so.1, which was not found.")
+            raise ModelLoadError(f"{purpose} needs the CUDA driver library libcuda.so.1, which was not found "
+                                 f"(install the NVIDIA driver / JetPack, or run on the GPU machine).")
     return _libcuda
 
 
@@ -111,7 +113,7 @@ def _check(result: int, call: str) -> None:
 def memset_async(pointer: int, nbytes: int, stream_handle: int, value: int = 0) -> None:
     """Set `nbytes` bytes at device address `pointer` to `value`, ordered on the stream
     (cuMemsetD8Async, the same in every CUDA 11.4-13 driver). Context must be current."""
-    lib = _cuda_lib()
+    lib = _cuda_lib("memset_async (the CUDA front-end clearing engine inputs)")
     _check(lib.cuMemsetD8Async(ctypes.c_ulonglong(int(pointer)), ctypes.c_ubyte(value), ctypes.c_size_t(nbytes),
                                ctypes.c_void_p(stream_handle or None)), "cuMemsetD8Async")
 
@@ -133,7 +135,7 @@ class CudaGraph:
 
     @contextlib.contextmanager
     def capture(self, stream_handle: int):
-        lib = _cuda_lib()
+        lib = _cuda_lib("CUDA graph capture (use_cuda_graph)")
         stream = ctypes.c_void_p(stream_handle)
         _check(lib.cuStreamBeginCapture_v2(stream, ctypes.c_int(_CAPTURE_MODE_THREAD_LOCAL)), "cuStreamBeginCapture_v2")
         try:
@@ -144,10 +146,10 @@ class CudaGraph:
                "cuGraphInstantiateWithFlags")
 
     def launch(self, stream_handle: int) -> None:
-        _check(_cuda_lib().cuGraphLaunch(self._exec, ctypes.c_void_p(stream_handle)), "cuGraphLaunch")
+        _check(_cuda_lib("CUDA graph launch").cuGraphLaunch(self._exec, ctypes.c_void_p(stream_handle)), "cuGraphLaunch")
 
     def destroy(self) -> None:
-        lib = _cuda_lib()
+        lib = _cuda_lib("CUDA graph destroy")
         if self._exec:
             lib.cuGraphExecDestroy(self._exec)
             self._exec = ctypes.c_void_p()

@@ -56,10 +56,14 @@ def check_available(model) -> None:
 
 
 class _Scratch:
-    """One thread's device scratch buffers (PCM, camera frame), grown on demand."""
+    """One thread's device scratch buffers (PCM, camera frame), grown on demand, and its two
+    timing events. Created and freed with the model's context current: pycuda destroys an
+    event only from the thread that made the context, so events are made once and kept."""
 
-    def __init__(self):
+    def __init__(self, cuda):
+        self.thread = threading.current_thread()     # freed once this thread ends
         self.buffers: Dict[str, object] = {}
+        self.begin, self.end = cuda.Event(), cuda.Event()
 
     def get(self, kernels, key: str, nbytes: int):
         current = self.buffers.get(key)
@@ -70,16 +74,21 @@ class _Scratch:
         return self.buffers[key]
 
     def free(self) -> None:
+        """Free the buffers and events; the model's context must be current."""
         for buffer in self.buffers.values():
             buffer.free()
         self.buffers.clear()
+        self.begin = self.end = None                 # last references: destroyed now, context current
 
 
 class GpuFrontEnd:
     """Log-mel + face crops by the CUDA kernels into `model`'s input buffers, then execute.
 
     model: a TensorRTModel. spec: the audio front-end (the model's: frontend.AudioSpec()).
-    Thread-safe: each thread uses its own engine state (TensorRTModel) and scratch buffers.
+    Thread-safe: each thread uses its own engine state (TensorRTModel) and scratch buffers
+    (PCM and frame: ~6 MB with a 1080p camera; two events). As TensorRTModel does, a new
+    thread's scratch first frees the scratches of threads that have ended (a server with a
+    thread per request does not grow); the rest are freed by close().
     """
 
     def __init__(self, model, spec: frontend.AudioSpec = frontend.AudioSpec(), face_size: int = frontend.FACE_SIZE):
@@ -95,9 +104,16 @@ class GpuFrontEnd:
             self.filterbank = self.kernels.upload_filterbank(spec)        # (n_mels, n_fft//2+1) float32
 
     def _scratch(self) -> _Scratch:
+        """This thread's scratch (model context current). A new thread's scratch first frees
+        those of threads that have ended."""
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
-            scratch = self._local.scratch = _Scratch()
+            with self._lock:
+                ended = [old for old in self._scratches if not old.thread.is_alive()]
+                for old in ended:
+                    old.free()
+                self._scratches = [old for old in self._scratches if old not in ended]
+            scratch = self._local.scratch = _Scratch(self.model.cuda)
             with self._lock:
                 self._scratches.append(scratch)
         return scratch
@@ -134,9 +150,9 @@ class GpuFrontEnd:
             slots = model.device_inputs(shapes)
             stream = slots["audio"].stream
             cuda = model.cuda
-            begin, end = cuda.Event(), cuda.Event()
-            begin.record(stream)
             scratch = self._scratch()
+            begin, end = scratch.begin, scratch.end          # per thread, reused: see _Scratch
+            begin.record(stream)
             audio = slots["audio"]
             if n_frames < shapes["audio"][1]:
                 memset_async(audio.ptr, audio.nbytes, stream.handle)          # empty window: zeros

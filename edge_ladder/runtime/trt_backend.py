@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
@@ -115,6 +116,33 @@ class _ThreadState:
         self.context = None
 
 
+def check_host_inputs(host_inputs: Optional[Mapping[str, np.ndarray]], shapes: Mapping[str, tuple]) -> dict:
+    """execute_prefilled's host_inputs check (shapes: validate_shapes' result) -> a dict copy.
+
+    Every mask/presence input (MASK_NAMES) must be there: they are always built on the host, and
+    one left out would make the engine run on whatever its device buffer held from an earlier call.
+    Each array must be float32 of its shape in `shapes`, finite, masks/presence only 0 and 1.
+    """
+    host_inputs = dict(host_inputs or {})
+    missing = [name for name in MASK_NAMES if name in shapes and name not in host_inputs]
+    if missing:
+        raise RuntimeInputError(f"host_inputs must hold {', '.join(MASK_NAMES)} (built on the host, float32 1/0); "
+                                f"missing {', '.join(missing)}. Without them the engine would run on stale "
+                                f"device data. Pass them, e.g. host_inputs={{'presence': np.array([[1, 1]], "
+                                f"np.float32), ...}}.")
+    for name, value in host_inputs.items():
+        if name not in shapes:
+            raise RuntimeInputError(f"host_inputs names {name!r}, not an input of this model ({', '.join(shapes)}).")
+        if not isinstance(value, np.ndarray) or value.dtype != np.float32 or value.shape != shapes[name]:
+            raise RuntimeInputError(f"host_inputs[{name!r}] must be float32 {shapes[name]} (its shape in "
+                                    f"shapes); got {getattr(value, 'dtype', type(value).__name__)} "
+                                    f"{getattr(value, 'shape', '')}.")
+        if not np.isfinite(value).all() or (name in MASK_NAMES and not ((value == 0.0) | (value == 1.0)).all()):
+            raise RuntimeInputError(f"host_inputs[{name!r}] must be finite"
+                                    f"{' and hold only 0 and 1' if name in MASK_NAMES else ''}.")
+    return host_inputs
+
+
 class TensorRTModel(Model):
     """A serialized TensorRT engine (MODEL.engine + MODEL.engine.json sidecar).
 
@@ -144,9 +172,12 @@ class TensorRTModel(Model):
         self.gpu = PrimaryContext(device)
         try:
             self._load(path, trt, profile, use_cuda_graph, verify_sidecar)
-        except BaseException:
+        except BaseException as error:
             # a failed load must not keep the primary context retained: drop the engine (if any)
-            # with the context current, then our reference on the context
+            # with the context current, then our reference on the context. The traceback's frames
+            # (_load, _io_specs) may still reference the engine: clear them first, so the engine
+            # is destroyed here, with the context current, not later without one.
+            traceback.clear_frames(error.__traceback__)
             try:
                 with self.gpu.active():
                     self.engine = self.runtime = None
@@ -180,19 +211,20 @@ class TensorRTModel(Model):
         self._states_lock = threading.Lock()
 
     def _io_specs(self):
-        trt, engine = self.trt, self.engine
+        # self.engine, never a local alias: a local would keep the engine alive in a traceback
+        trt = self.trt
         inputs: Dict[str, TensorSpec] = {}
         outputs: Dict[str, TensorSpec] = {}
-        for index in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(index)
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            dims = tuple(engine.get_tensor_shape(name))
+        for index in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(index)
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            dims = tuple(self.engine.get_tensor_shape(name))
             axes = AXIS_NAMES.get(name, ())
             shape = tuple(d if d >= 0 else (axes[i] if i < len(axes) else "?") for i, d in enumerate(dims))
             # pybind11 enum member compared by name: TensorIOMode.INPUT/OUTPUT exist in 8.5-11.4, but the
             # member names are not visible to ../shared/tools/trt_api_check.py in the compiled bindings.
-            if engine.get_tensor_mode(name).name == "INPUT":
-                low, opt, high = engine.get_tensor_profile_shape(name, self.profile)
+            if self.engine.get_tensor_mode(name).name == "INPUT":
+                low, opt, high = self.engine.get_tensor_profile_shape(name, self.profile)
                 inputs[name] = TensorSpec(name, dtype, shape, min_shape=tuple(low), max_shape=tuple(high),
                                           opt_shape=tuple(opt))
             else:
@@ -294,22 +326,13 @@ class TensorRTModel(Model):
     def execute_prefilled(self, shapes: Mapping[str, tuple], host_inputs: Optional[Mapping[str, np.ndarray]] = None,
                           preprocess_ms: Optional[float] = None) -> Result:
         """Run the engine on inputs already in this thread's device buffers (device_inputs(shapes)),
-        copying only `host_inputs` (float32 arrays of their shape in `shapes`, usually the small
-        audio_mask / face_mask / presence) from the host first. Same Result as predict(); timings
-        'h2d' covers only host_inputs."""
+        copying only `host_inputs` (float32 arrays of their shape in `shapes`) from the host first.
+        host_inputs must hold audio_mask, face_mask and presence (checked: a forgotten one would
+        run on stale device data); audio / face may come from the device. Same Result as
+        predict(); timings 'h2d' covers only host_inputs."""
         start = time.perf_counter()
         shapes = validate_shapes(shapes, self.inputs)
-        host_inputs = dict(host_inputs or {})
-        for name, value in host_inputs.items():
-            if name not in shapes:
-                raise RuntimeInputError(f"host_inputs names {name!r}, not an input of this model "
-                                        f"({', '.join(self.inputs)}).")
-            if not isinstance(value, np.ndarray) or value.dtype != np.float32 or value.shape != shapes[name]:
-                raise RuntimeInputError(f"host_inputs[{name!r}] must be float32 {shapes[name]} (its shape in "
-                                        f"shapes); got {getattr(value, 'dtype', type(value).__name__)} "
-                                        f"{getattr(value, 'shape', '')}.")
-            if not np.isfinite(value).all() or (name in MASK_NAMES and not ((value == 0.0) | (value == 1.0)).all()):
-                raise RuntimeInputError(f"host_inputs[{name!r}] must be finite{' and hold only 0 and 1' if name in MASK_NAMES else ''}.")
+        host_inputs = check_host_inputs(host_inputs, shapes)
         with self.gpu.active():
             state = self._state()
             if state.prepared != shapes:
