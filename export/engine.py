@@ -14,11 +14,20 @@ In a weakly typed network the FP16 graph's Casts are only hints: the builder may
 normalisation, reductions, the masked-mean Div and Softmax in FP16 anyway. On that path
 `constrain_fp32_layers` pins every layer the graph keeps in FP32 (see `pins_to_fp32`).
 
-After the build the engine inspector lists every layer's tensor formats; the build fails when FP16
-was asked and no compute layer (convolution, matrix multiply, fully connected, gemm, Myelin region)
-runs in FP16 (FP16 Casts do not count), or FP32 was asked and any layer outputs FP16: never a silent
-FP32 engine. Everything TensorRT is imported lazily (edge_ladder._deps.require): this module imports on
-a machine without it, and its pure functions are tested there.
+The precision check (never a silent FP32 engine) depends on the network's typing:
+  strongly typed   the graph's types fix every layer's precision by construction, so the parsed
+                   INetworkDefinition is checked (`verify_network_precision`): FP16 asked needs a
+                   convolution / matrix multiply / fully connected layer producing float16, FP32 asked
+                   allows no float16 output. The engine inspector's counts are only recorded in the
+                   sidecar: TensorRT 10 often fuses most of the graph into one Myelin region whose
+                   boundaries are the FP32 network I/O, which says nothing about its inner kernels.
+  weakly typed     (BuilderFlag.FP16; TensorRT 8.5/8.6 and fp32 graphs on 10.x) the builder may ignore
+                   FP16, so the engine inspector decides (`verify_precision`): FP16 asked needs a compute
+                   layer (convolution, matrix multiply, fully connected, gemm, Myelin region) running in
+                   FP16 (FP16 Casts do not count); FP32 asked allows no FP16 layer output.
+
+Everything TensorRT is imported lazily (edge_ladder._deps.require): this module imports on a
+machine without it, and its pure functions are tested there.
 """
 from __future__ import annotations
 
@@ -137,7 +146,8 @@ def _compute_precision(entry: dict, kind: str) -> str | None:
     kernels are invisible): FP16 when any of its own input/output formats is FP16/Half or its
     tactic name carries an FP16 marker, else FP32. Assumption: a Myelin region that computes in
     FP16 but has FP32 boundaries and no tactic hint is reported as FP32 (refused, never accepted
-    unseen)."""
+    unseen). That refusal applies to weakly typed builds only (`verify_precision`); a strongly
+    typed build is checked on its network definition instead."""
     inputs, outputs = _tensor_precisions(entry.get("Inputs")), _tensor_precisions(entry.get("Outputs"))
     tactic_fp16 = bool(_FP16_TACTIC.search(str(entry.get("TacticName", ""))))
     if kind == "myelin":
@@ -177,7 +187,8 @@ def layer_precisions(engine_information: str | dict) -> dict:
 
 
 def verify_precision(counts: dict, expected: str, engine_path: str = "engine") -> None:
-    """Fail loudly when the built engine does not run in the precision that was asked.
+    """Fail loudly when a WEAKLY TYPED engine does not run in the precision that was asked (the
+    builder may ignore BuilderFlag.FP16 there); strongly typed builds use `verify_network_precision`.
 
     FP16 asked: at least one compute layer (convolution / matrix multiply / fully connected / gemm,
     or a Myelin region, see `layer_precisions`) must run in FP16; FP16 Casts or Reformats alone do
@@ -201,6 +212,36 @@ def verify_precision(counts: dict, expected: str, engine_path: str = "engine") -
                                f"inspect the build log for layers without FP16 kernels.")
     if expected == "fp32" and counts["fp16"] > 0:
         raise EngineBuildError(f"{engine_path}: FP32 was asked but {counts['fp16']} layers run in FP16 ({counts}).")
+
+
+# Network-definition layers whose output type is the precision they compute in (TensorRT LayerType names;
+# FULLY_CONNECTED exists only before 10).
+NETWORK_COMPUTE_LAYERS = frozenset({"CONVOLUTION", "MATRIX_MULTIPLY", "FULLY_CONNECTED"})
+
+
+def verify_network_precision(layers, expected: str, onnx_path: str = "MODEL.onnx") -> dict:
+    """Check a STRONGLY TYPED network's precision from its definition, where the graph's types are
+    binding by construction. layers: (LayerType name, output dtype names) per layer of the parsed
+    INetworkDefinition, e.g. ('CONVOLUTION', ['float16']). FP16 asked: some convolution / matrix
+    multiply / fully connected layer must output float16. FP32 asked: no layer may output float16.
+    Returns {'compute_fp16', 'compute_fp32', 'fp16_outputs', 'layers'} for the sidecar."""
+    summary = {"compute_fp16": 0, "compute_fp32": 0, "fp16_outputs": 0, "layers": 0}
+    for layer_type, output_dtypes in layers:
+        summary["layers"] += 1
+        summary["fp16_outputs"] += "float16" in output_dtypes
+        if str(layer_type).upper() in NETWORK_COMPUTE_LAYERS:
+            if "float16" in output_dtypes:
+                summary["compute_fp16"] += 1
+            elif "float32" in output_dtypes:
+                summary["compute_fp32"] += 1
+    if expected == "fp16" and summary["compute_fp16"] == 0:
+        raise EngineBuildError(f"{onnx_path}: FP16 was asked but no convolution, matrix-multiply or fully-connected "
+                               f"layer of the strongly typed network outputs float16 ({summary}); the graph is not "
+                               f"an FP16 graph. Build the model.fp16.onnx that `edge-ladder export` wrote.")
+    if expected == "fp32" and summary["fp16_outputs"] > 0:
+        raise EngineBuildError(f"{onnx_path}: FP32 was asked but {summary['fp16_outputs']} layers of the strongly "
+                               f"typed network output float16 ({summary}). Build the fp32 model.onnx.")
+    return summary
 
 
 # Layer kinds that overflow or lose precision in FP16 (TensorRT LayerType names).
@@ -231,6 +272,21 @@ def _dtype_name(trt, dtype) -> str:
     return {trt.float32: "float32", trt.float16: "float16"}.get(dtype, str(dtype).split(".")[-1].lower())
 
 
+def _layer_dtypes(trt, layer) -> tuple[list, list]:
+    """(output dtype names, input dtype names or None for an absent optional input) of one layer."""
+    outputs = [_dtype_name(trt, layer.get_output(i).dtype) for i in range(layer.num_outputs)]
+    inputs = [None if layer.get_input(i) is None else _dtype_name(trt, layer.get_input(i).dtype)
+              for i in range(layer.num_inputs)]
+    return outputs, inputs
+
+
+def network_layer_dtypes(trt, network) -> list[tuple[str, list]]:
+    """(LayerType name, output dtype names) for every layer of a parsed network."""
+    # ILayer.type is read with getattr: see constrain_fp32_layers.
+    return [(getattr(layer, "type").name, _layer_dtypes(trt, layer)[0])
+            for layer in (network.get_layer(index) for index in range(network.num_layers))]
+
+
 def constrain_fp32_layers(trt, network) -> int:
     """Pin the FP32 layers of a weakly typed FP16 network (see `pins_to_fp32`): layer.precision and
     the float32 outputs' types become trt.float32. Returns how many layers were pinned. Takes effect
@@ -246,9 +302,7 @@ def constrain_fp32_layers(trt, network) -> int:
         if missing:
             raise EngineBuildError(f"TensorRT {trt.__version__}'s layers have no {', '.join(missing)}: cannot keep "
                                    f"the FP16 graph's FP32 layers in FP32 in a weakly typed network.")
-        outputs = [_dtype_name(trt, layer.get_output(i).dtype) for i in range(layer.num_outputs)]
-        inputs = [None if layer.get_input(i) is None else _dtype_name(trt, layer.get_input(i).dtype)
-                  for i in range(layer.num_inputs)]
+        outputs, inputs = _layer_dtypes(trt, layer)
         if not pins_to_fp32(getattr(layer, "type").name, outputs, inputs):
             continue
         setattr(layer, "precision", trt.float32)
@@ -256,6 +310,25 @@ def constrain_fp32_layers(trt, network) -> int:
             if dtype == "float32":
                 getattr(layer, "set_output_type")(out, trt.float32)
         pinned += 1
+    return pinned
+
+
+def apply_precision(trt, config, network, choice: BuildPlan, log=print) -> int:
+    """Set the build plan's precision flags on a builder config: BuilderFlag.FP16 when
+    choice.fp16_flag, and for a weakly typed FP16 graph (choice.constrain_fp32)
+    BuilderFlag.OBEY_PRECISION_CONSTRAINTS plus the FP32 pins of `constrain_fp32_layers`.
+    Returns how many layers were pinned."""
+    if choice.fp16_flag:  # only ever True where hasattr(trt.BuilderFlag, "FP16") (TensorRT < 11)
+        config.set_flag(trt.BuilderFlag.FP16)
+    if not choice.constrain_fp32:
+        return 0
+    if not hasattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS"):  # removed in 11 (strongly typed there)
+        raise EngineBuildError(f"TensorRT {trt.__version__} has no BuilderFlag.OBEY_PRECISION_CONSTRAINTS: the FP16 "
+                               f"graph cannot be built weakly typed with its FP32 layers kept in FP32.")
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    pinned = constrain_fp32_layers(trt, network)
+    log(f"weakly typed FP16 graph: pinned {pinned} of {network.num_layers} layers to FP32 "
+        f"(softmax, reductions, normalisation, element-wise, unary, and the graph's FP32 region)")
     return pinned
 
 
@@ -408,18 +481,11 @@ def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | N
         f"{'strongly typed' if choice.strongly_typed else 'weakly typed'} network, "
         f"{'BuilderFlag.FP16' if choice.fp16_flag else 'no precision flag'} -> {choice.precision} engine")
 
+    network_check = None
+    if choice.strongly_typed:  # the graph's types fix the precision: check the definition itself
+        network_check = verify_network_precision(network_layer_dtypes(trt, network), choice.precision, str(onnx_path))
     config = builder.create_builder_config()
-    if choice.fp16_flag:  # only ever True where hasattr(trt.BuilderFlag, "FP16") (TensorRT < 11)
-        config.set_flag(trt.BuilderFlag.FP16)
-    pinned = 0
-    if choice.constrain_fp32:  # weakly typed FP16 graph (TensorRT 8.5, 8.6): make its Casts binding
-        if not hasattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS"):  # removed in 11 (strongly typed there)
-            raise EngineBuildError(f"TensorRT {trt.__version__} has no BuilderFlag.OBEY_PRECISION_CONSTRAINTS: "
-                                   f"{onnx_path} cannot be built weakly typed with its FP32 layers kept in FP32.")
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        pinned = constrain_fp32_layers(trt, network)
-        log(f"weakly typed FP16 graph: pinned {pinned} of {network.num_layers} layers to FP32 "
-            f"(softmax, reductions, normalisation, element-wise, unary, and the graph's FP32 region)")
+    pinned = apply_precision(trt, config, network, choice, log)
     if workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     if opt_level is not None:
@@ -456,7 +522,8 @@ def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | N
     engine = runtime.deserialize_cuda_engine(plan_bytes)
     inspector = engine.create_engine_inspector()
     counts = layer_precisions(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-    verify_precision(counts, choice.precision, str(engine_path))
+    if network_check is None:  # weakly typed: the builder may have ignored FP16, the engine decides
+        verify_precision(counts, choice.precision, str(engine_path))
 
     atomic_write_bytes(engine_path, plan_bytes)
     if cache is not None:
@@ -469,7 +536,10 @@ def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | N
         "compute_capability": device["compute_capability"],
         "precision": choice.precision,
         "build_plan": {**asdict(choice), "fp32_pinned_layers": pinned},
-        "layer_precisions": counts,
+        "precision_check": ("network definition (strongly typed)" if network_check is not None
+                            else "engine inspector (weakly typed)"),
+        "network_precisions": network_check,
+        "layer_precisions": counts,  # strongly typed: supplementary (Myelin regions hide their kernels)
         "profiles": profile_for_sidecar(profile),
         "onnx": str(onnx_path.resolve()) if onnx_path.parent.resolve() != engine_path.parent.resolve() else onnx_path.name,
         "onnx_sha256": sha256_file(onnx_path),

@@ -2,9 +2,11 @@
 batch-norm folding, profile shapes, the TensorRT build plan and precision check, the sidecar."""
 from __future__ import annotations
 
+import enum
 import json
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -288,6 +290,146 @@ def test_precision_check_refuses_engines_it_cannot_read():
 ])
 def test_fp32_pins_select_the_graphs_fp32_layers_only(layer_type, outputs, inputs, pinned):
     assert engine.pins_to_fp32(layer_type, outputs, inputs) is pinned
+
+
+# --- Stand-ins for the FP32-pin selection and flag logic (NOT TensorRT: TensorRT cannot be installed
+# here). They expose only what constrain_fp32_layers / apply_precision read; the real bindings'
+# names are checked by /work/shared/tools/trt_api_check.py.
+class StandInDataType(enum.Enum):
+    FLOAT = 0
+    HALF = 1
+    BOOL = 2
+    INT32 = 3
+
+
+class StandInLayerType(enum.Enum):
+    SOFTMAX = 0
+    REDUCE = 1
+    ELEMENTWISE = 2
+    MATRIX_MULTIPLY = 3
+    IDENTITY = 4
+    CAST = 5
+    CONVOLUTION = 6
+
+
+class StandInTensor:
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+
+class StandInLayer:
+    def __init__(self, layer_type, inputs, outputs, name):
+        self.type, self.name, self.precision = layer_type, name, None
+        self._inputs, self._outputs = [StandInTensor(d) for d in inputs], [StandInTensor(d) for d in outputs]
+        self.output_types = {}
+
+    num_inputs = property(lambda self: len(self._inputs))
+    num_outputs = property(lambda self: len(self._outputs))
+
+    def get_input(self, index):
+        return self._inputs[index]
+
+    def get_output(self, index):
+        return self._outputs[index]
+
+    def set_output_type(self, index, dtype):
+        self.output_types[index] = dtype
+
+
+class StandInNetwork:
+    def __init__(self, layers):
+        self.layers = layers
+
+    num_layers = property(lambda self: len(self.layers))
+
+    def get_layer(self, index):
+        return self.layers[index]
+
+
+class StandInConfig:
+    def __init__(self):
+        self.flags = []
+
+    def set_flag(self, flag):
+        self.flags.append(flag)
+
+
+def stand_in_trt(obey_flag=True):
+    flags = {"FP16": "FP16", **({"OBEY_PRECISION_CONSTRAINTS": "OBEY_PRECISION_CONSTRAINTS"} if obey_flag else {})}
+    return types.SimpleNamespace(__version__="8.5.2-standin", float32=StandInDataType.FLOAT,
+                                 float16=StandInDataType.HALF, BuilderFlag=types.SimpleNamespace(**flags))
+
+
+def stand_in_network():
+    F, H, B = StandInDataType.FLOAT, StandInDataType.HALF, StandInDataType.BOOL
+    L = StandInLayerType
+    return StandInNetwork([
+        StandInLayer(L.CAST, [F], [H], "cast_in"),
+        StandInLayer(L.CONVOLUTION, [H], [H], "conv_fp16"),
+        StandInLayer(L.IDENTITY, [H], [F], "cast_out"),
+        StandInLayer(L.ELEMENTWISE, [F, F], [B], "mask_compare"),
+        StandInLayer(L.REDUCE, [F], [F], "masked_sum"),
+        StandInLayer(L.ELEMENTWISE, [F, F], [F], "masked_mean_div"),
+        StandInLayer(L.MATRIX_MULTIPLY, [F, F], [F], "head_matmul_fp32"),
+        StandInLayer(L.SOFTMAX, [F], [F], "softmax"),
+    ])
+
+
+def test_fp32_pins_on_a_stand_in_network_pin_only_the_fp32_region():
+    trt, network = stand_in_trt(), stand_in_network()
+    assert engine.constrain_fp32_layers(trt, network) == 4
+    pinned = {layer.name for layer in network.layers if layer.precision is not None}
+    assert pinned == {"masked_sum", "masked_mean_div", "head_matmul_fp32", "softmax"}
+    for layer in network.layers:
+        expected = {0: StandInDataType.FLOAT} if layer.name in pinned else {}
+        assert layer.output_types == expected, layer.name
+        assert layer.precision in (None, StandInDataType.FLOAT)
+
+
+@pytest.mark.parametrize("constrain", [True, False])
+def test_apply_precision_sets_obey_constraints_exactly_for_weakly_typed_fp16_graphs(constrain):
+    trt, network, config = stand_in_trt(), stand_in_network(), StandInConfig()
+    plan = engine.BuildPlan("fp16", strongly_typed=False, fp16_flag=True, explicit_batch=True,
+                            constrain_fp32=constrain)
+    pinned = engine.apply_precision(trt, config, network, plan, log=lambda *_: None)
+    if constrain:
+        assert config.flags == ["FP16", "OBEY_PRECISION_CONSTRAINTS"] and pinned == 4
+    else:
+        assert config.flags == ["FP16"] and pinned == 0
+        assert all(layer.precision is None for layer in network.layers)
+    strong = engine.BuildPlan("fp16", strongly_typed=True, fp16_flag=False, explicit_batch=False)
+    config = StandInConfig()
+    assert engine.apply_precision(trt, config, network, strong, log=lambda *_: None) == 0 and config.flags == []
+
+
+def test_apply_precision_refuses_pins_without_the_obey_flag():
+    plan = engine.BuildPlan("fp16", strongly_typed=False, fp16_flag=True, explicit_batch=True, constrain_fp32=True)
+    with pytest.raises(engine.EngineBuildError, match="no BuilderFlag.OBEY_PRECISION_CONSTRAINTS"):
+        engine.apply_precision(stand_in_trt(obey_flag=False), StandInConfig(), stand_in_network(), plan)
+
+
+def test_network_layer_dtypes_reads_a_stand_in_network():
+    layers = engine.network_layer_dtypes(stand_in_trt(), stand_in_network())
+    assert layers[1] == ("CONVOLUTION", ["float16"]) and layers[3] == ("ELEMENTWISE", ["bool"])
+    assert engine.verify_network_precision(layers, "fp16")["compute_fp16"] == 1
+
+
+def test_strongly_typed_precision_check_reads_the_network_definition():
+    fp16_graph = [("CAST", ["float16"]), ("CONVOLUTION", ["float16"]), ("MATRIX_MULTIPLY", ["float32"]),
+                  ("REDUCE", ["float32"]), ("SOFTMAX", ["float32"])]
+    summary = engine.verify_network_precision(fp16_graph, "fp16")
+    assert summary == {"compute_fp16": 1, "compute_fp32": 1, "fp16_outputs": 2, "layers": 5}
+    # FP16 Casts alone are not an FP16 graph
+    with pytest.raises(engine.EngineBuildError, match="no convolution, matrix-multiply or fully-connected"):
+        engine.verify_network_precision([("CAST", ["float16"]), ("MATRIX_MULTIPLY", ["float32"])], "fp16", "m.onnx")
+    with pytest.raises(engine.EngineBuildError, match="FP32 was asked but 2 layers"):
+        engine.verify_network_precision(fp16_graph, "fp32")
+    assert engine.verify_network_precision([("FULLY_CONNECTED", ["float32"])], "fp32")["compute_fp32"] == 1
+    # a Myelin-only inspector result with FP32 boundaries: refused weakly typed, irrelevant strongly typed
+    myelin_only = engine.layer_precisions(inspector_json(layer("Myelin", [F32, F32], [F32])))
+    with pytest.raises(engine.EngineBuildError, match="fused Myelin regions"):
+        engine.verify_precision(myelin_only, "fp16")
+    engine.verify_network_precision(fp16_graph, "fp16")
 
 
 def test_check_sidecar_refuses_changed_file_other_tensorrt_and_other_gpu(tmp_path):
