@@ -133,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
     parser.add_argument("--bench-seconds", type=float, default=3.0, help="timed seconds per model (default 3)")
     parser.add_argument("--workers", type=int, default=None, help="processes for corpus/prepare (default: all cores)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the corpus, splits and training (default 0)")
     parser.add_argument("--force", action="store_true", help="delete previous demo outputs and start over")
 
 

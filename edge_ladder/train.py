@@ -404,21 +404,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     parser.add_argument("features_dir", metavar="FEATURES_DIR", help="prepared features (prepare / make-features)")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="output run directory")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the train split (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help="clips per step, >= 2 for batch norm (default %(default)s)")
+    parser.add_argument("--lr", type=float, default=defaults.lr,
+                        help="Adam learning rate, linear decay over the last third (default %(default)s)")
     parser.add_argument("--ladder", choices=("none", "within", "cross"), default=defaults.ladder,
                         help="none: lambda=0; within: own-modality reconstruction; cross: full (default)")
-    parser.add_argument("--modalities", choices=("av", "audio", "video"), default=defaults.modalities)
-    parser.add_argument("--model-size", choices=("tiny", "small"), default=defaults.model_size)
-    parser.add_argument("--modality-dropout", type=float, default=defaults.modality_dropout)
-    parser.add_argument("--noise-std", type=float, default=defaults.noise_std)
+    parser.add_argument("--modalities", choices=("av", "audio", "video"), default=defaults.modalities,
+                        help="train on both, or flag one modality absent throughout (default %(default)s)")
+    parser.add_argument("--model-size", choices=("tiny", "small"), default=defaults.model_size,
+                        help="tiny: tests; small: demo and default (default %(default)s)")
+    parser.add_argument("--modality-dropout", type=float, default=defaults.modality_dropout,
+                        help="per-sample probability of dropping one modality, in [0, 0.5) (default %(default)s)")
+    parser.add_argument("--noise-std", type=float, default=defaults.noise_std,
+                        help="Gaussian noise of the corrupted ladder path (default %(default)s)")
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(defaults.lambdas),
                         help="denoising weights: layer 0, then hidden layers and joint (last repeats)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
