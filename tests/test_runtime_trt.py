@@ -107,6 +107,34 @@ def test_load_failure_releases_the_primary_context(tmp_path, monkeypatch):
     assert released == [True, True]
 
 
+def test_per_thread_frees_objects_of_ended_threads_only():
+    """PerThread (TensorRT states, GPU front-end scratch): one object per thread; a new thread's
+    object frees those of ended threads, exactly once; free_all frees the rest."""
+    from edge_ladder.runtime.cuda import PerThread
+    freed = []
+
+    class Item:
+        def __init__(self, name):
+            self.name = name
+
+        def free(self):
+            freed.append(self.name)
+
+    names = iter(range(100))
+    per_thread = PerThread(lambda: Item(next(names)))
+    main = per_thread.get()
+    assert per_thread.get() is main
+    got = []
+    for _ in range(3):                                      # a thread per request
+        worker = threading.Thread(target=lambda: got.append(per_thread.get().name))
+        worker.start()
+        worker.join()
+    assert got == [1, 2, 3] and freed == [1, 2]              # each new thread freed the ended one
+    assert per_thread.owners() == [threading.main_thread(), worker]
+    per_thread.free_all()
+    assert sorted(freed) == [0, 1, 2, 3] and per_thread.owners() == []
+
+
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_states_of_ended_threads_are_freed(engine_path):
@@ -118,9 +146,9 @@ def test_states_of_ended_threads_are_freed(engine_path):
         worker = threading.Thread(target=lambda: model.predict(feeds))
         worker.start()
         worker.join()
-    assert len(model._states) <= 2                           # main + at most the last ended one
-    ended = [s for s in model._states if not s.thread.is_alive()]
-    assert len(ended) <= 1
+    owners = model._states.owners()
+    assert len(owners) <= 2                                  # main + at most the last ended one
+    assert sum(not thread.is_alive() for thread in owners) <= 1
     np.testing.assert_allclose(model.predict(feeds).probs, want, atol=1e-6)
     model.close()
 

@@ -15,7 +15,7 @@ import contextlib
 import ctypes
 import threading
 from types import ModuleType
-from typing import Optional
+from typing import Callable, Generic, List, Optional, Tuple, TypeVar
 
 from .._deps import require
 from .base import ModelLoadError
@@ -80,6 +80,57 @@ class PrimaryContext:
         if not self._released:
             self.context.detach()
             self._released = True
+
+
+# ---------------------------------------------------------------------------------------------
+# per-thread device resources
+
+Freeable = TypeVar("Freeable")
+
+
+class PerThread(Generic[Freeable]):
+    """One object per thread (an execution context, scratch buffers: anything with free()),
+    made by `make()` on the thread's first get(). When a new thread's object is made, the
+    objects of threads that have ended are freed first (a server with a thread per request
+    does not grow); the rest are freed by free_all(). Threads Python did not start (C
+    callbacks) never count as ended. The caller holds the CUDA context current around get()
+    and free_all(): both may free device memory.
+    """
+
+    def __init__(self, make: Callable[[], Freeable]):
+        self._make = make
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._owned: List[Tuple[threading.Thread, Freeable]] = []
+
+    def get(self) -> Freeable:
+        """The calling thread's object, made on first use."""
+        item = getattr(self._local, "item", None)
+        if item is None:
+            with self._lock:
+                alive = []
+                for thread, old in self._owned:
+                    if thread.is_alive():
+                        alive.append((thread, old))
+                    else:
+                        old.free()
+                self._owned = alive
+            item = self._local.item = self._make()
+            with self._lock:
+                self._owned.append((threading.current_thread(), item))
+        return item
+
+    def owners(self) -> List[threading.Thread]:
+        """The threads whose objects are held now (ended ones included until the next new thread)."""
+        with self._lock:
+            return [thread for thread, _ in self._owned]
+
+    def free_all(self) -> None:
+        """Free every thread's object."""
+        with self._lock:
+            for _, item in self._owned:
+                item.free()
+            self._owned.clear()
 
 
 # ---------------------------------------------------------------------------------------------

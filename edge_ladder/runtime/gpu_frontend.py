@@ -16,7 +16,6 @@ TensorRT model (TensorRTModel.device_inputs / execute_prefilled).
 """
 from __future__ import annotations
 
-import threading
 import time
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -25,7 +24,7 @@ import numpy as np
 from .. import frontend
 from ..errors import EdgeLadderError
 from .base import Result
-from .cuda import memset_async
+from .cuda import PerThread, memset_async
 
 
 class GpuFrontEndError(EdgeLadderError):
@@ -61,7 +60,6 @@ class _Scratch:
     event only from the thread that made the context, so events are made once and kept."""
 
     def __init__(self, cuda):
-        self.thread = threading.current_thread()     # freed once this thread ends
         self.buffers: Dict[str, object] = {}
         self.begin, self.end = cuda.Event(), cuda.Event()
 
@@ -97,26 +95,9 @@ class GpuFrontEnd:
         self.model = model
         self.spec = spec
         self.face_size = face_size
-        self._local = threading.local()
-        self._scratches = []
-        self._lock = threading.Lock()
+        self._scratches = PerThread(lambda: _Scratch(model.cuda))
         with model.active():
             self.filterbank = self.kernels.upload_filterbank(spec)        # (n_mels, n_fft//2+1) float32
-
-    def _scratch(self) -> _Scratch:
-        """This thread's scratch (model context current). A new thread's scratch first frees
-        those of threads that have ended."""
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            with self._lock:
-                ended = [old for old in self._scratches if not old.thread.is_alive()]
-                for old in ended:
-                    old.free()
-                self._scratches = [old for old in self._scratches if old not in ended]
-            scratch = self._local.scratch = _Scratch(self.model.cuda)
-            with self._lock:
-                self._scratches.append(scratch)
-        return scratch
 
     def shapes(self, n_samples: int, n_ticks: int) -> Dict[str, tuple]:
         """Input shapes (B=1) of a window of n_samples PCM samples and n_ticks face ticks."""
@@ -150,7 +131,7 @@ class GpuFrontEnd:
             slots = model.device_inputs(shapes)
             stream = slots["audio"].stream
             cuda = model.cuda
-            scratch = self._scratch()
+            scratch = self._scratches.get()
             begin, end = scratch.begin, scratch.end          # per thread, reused: see _Scratch
             begin.record(stream)
             audio = slots["audio"]
@@ -209,9 +190,6 @@ class GpuFrontEnd:
         if self.filterbank is None:
             return
         with self.model.active():
-            with self._lock:
-                for scratch in self._scratches:
-                    scratch.free()
-                self._scratches.clear()
+            self._scratches.free_all()
             self.filterbank.free()
             self.filterbank = None

@@ -24,7 +24,6 @@ removed in TensorRT 10.)
 """
 from __future__ import annotations
 
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 from .._deps import require
 from .base import (AXIS_NAMES, MASK_NAMES, Model, ModelLoadError, Result, RuntimeInputError, TensorSpec,
                    make_result, validate_shapes)
-from .cuda import CudaGraph, PrimaryContext
+from .cuda import CudaGraph, PerThread, PrimaryContext
 from .sidecar import check_sidecar
 
 
@@ -80,7 +79,6 @@ class _ThreadState:
     """Everything one thread needs to run the engine: TensorRT contexts are not thread-safe."""
 
     def __init__(self, cuda, engine, profile_index: int):
-        self.thread = threading.current_thread()     # the state is freed once this thread ends
         self.prepared: Optional[dict] = None         # shapes device_inputs() set up, for execute_prefilled
         self.context = engine.create_execution_context()
         if self.context is None:
@@ -206,9 +204,7 @@ class TensorRTModel(Model):
         self.use_cuda_graph = use_cuda_graph
         inputs, outputs = self._io_specs()
         super().__init__(path, inputs, outputs)
-        self._local = threading.local()
-        self._states = []                      # every thread's state, freed by close()
-        self._states_lock = threading.Lock()
+        self._states = PerThread(lambda: _ThreadState(self.cuda, self.engine, self.profile))
 
     def _io_specs(self):
         # self.engine, never a local alias: a local would keep the engine alive in a traceback
@@ -237,20 +233,8 @@ class TensorRTModel(Model):
         return self.gpu.active()
 
     def _state(self) -> _ThreadState:
-        """This thread's state (primary context current). A new thread's state first frees the
-        states of threads that have ended, so a thread per request does not leak GPU memory."""
-        state = getattr(self._local, "state", None)
-        if state is None:
-            with self._states_lock:
-                ended = [old for old in self._states if not old.thread.is_alive()]
-                for old in ended:
-                    old.free()
-                self._states = [old for old in self._states if old not in ended]
-            state = _ThreadState(self.cuda, self.engine, self.profile)
-            self._local.state = state
-            with self._states_lock:
-                self._states.append(state)
-        return state
+        """This thread's state (primary context current); see PerThread for when states are freed."""
+        return self._states.get()
 
     def _prepare(self, state: _ThreadState, shapes: Dict[str, tuple]) -> Dict[str, tuple]:
         """Set the input shapes, size every buffer, bind the addresses. -> {output: (buffer, shape)}."""
@@ -372,10 +356,7 @@ class TensorRTModel(Model):
         if getattr(self, "engine", None) is None:
             return
         with self.gpu.active():
-            with self._states_lock:
-                for state in self._states:
-                    state.free()
-                self._states.clear()
+            self._states.free_all()
             self.engine = None
             self.runtime = None
         self.gpu.release()
