@@ -8,25 +8,17 @@ each stage checked, everything recorded in export.json.
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from pathlib import Path
 
 from .._deps import require
 from ..errors import EdgeLadderError
 from ..features import atomic_write_json
+from ..runtime.sidecar import sha256_file
 from . import flops, fp16, onnx_export, opcheck, parity, prune
 from .shapes import DEFAULT_PROFILE
 
 FORMAT = "edge-ladder-export"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def training_macs(model, inputs: dict) -> int:
