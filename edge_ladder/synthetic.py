@@ -27,9 +27,9 @@ import numpy as np
 from . import EMOTIONS
 from .errors import EdgeLadderError
 from .features import FORMAT, VERSION, actor_folds, atomic_write_json, write_clip
-from .frontend import FACE_SIZE, N_MELS, VIDEO_FPS, standardise_crop
+from .frontend import FACE_SIZE, HOP, N_MELS, SAMPLE_RATE, VIDEO_FPS, standardise_crop
 
-AUDIO_FPS = 100.0
+AUDIO_FPS = SAMPLE_RATE / HOP      # 100 log-mel frames per second, as frontend.log_mel makes them
 SENTENCES = ("IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI")
 AUDIO_BAND_CENTRES = (16, 40, 64)   # mel bins of the class band, one per audio group
 FACE_MISSING_RATE = 0.08            # fraction of frames without a detected face
