@@ -57,15 +57,19 @@ def test_read_wav_round_trip(tmp_path):
     np.testing.assert_array_equal(read, pcm)
 
 
-def test_read_wav_rejects_bad_files_with_reasons(tmp_path):
-    stub = tmp_path / "1001_DFA_ANG_XX.wav"
+@pytest.mark.parametrize("read, suffix", [(media.read_wav, ".wav"), (media.read_video, ".flv")])
+def test_readers_reject_lfs_stubs_and_empty_files(tmp_path, read, suffix):
+    stub = tmp_path / f"1001_DFA_ANG_XX{suffix}"
     stub.write_bytes(LFS_STUB)
-    with pytest.raises(LfsPointerError, match="git lfs pull"):
-        media.read_wav(stub)
-    empty = tmp_path / "empty.wav"
+    with pytest.raises(LfsPointerError, match="LFS.*git lfs pull"):
+        read(stub)
+    empty = tmp_path / f"empty{suffix}"
     empty.write_bytes(b"")
     with pytest.raises(media.MediaError, match="empty"):
-        media.read_wav(empty)
+        read(empty)
+
+
+def test_read_wav_rejects_bad_files_with_reasons(tmp_path):
     text = tmp_path / "text.wav"
     text.write_text("this is not audio at all, just some text in a file\n" * 3)
     with pytest.raises(media.MediaError, match="not a readable PCM WAV"):
@@ -95,15 +99,7 @@ def test_read_video_resamples_to_nearest_frame_by_timestamp(tmp_path, file_fps, 
     assert frame_numbers(frames) == list(expected)
 
 
-def test_read_video_rejects_stubs_empty_and_truncated_files(tmp_path):
-    stub = tmp_path / "stub.flv"
-    stub.write_bytes(LFS_STUB)
-    with pytest.raises(LfsPointerError, match="LFS"):
-        media.read_video(stub)
-    empty = tmp_path / "empty.flv"
-    empty.write_bytes(b"")
-    with pytest.raises(media.MediaError, match="empty"):
-        media.read_video(empty)
+def test_read_video_rejects_truncated_and_garbage_files(tmp_path):
     rng = np.random.default_rng(2)
     good = write_video(tmp_path / "good.flv", [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
                                                for _ in range(30)], 30.0)
