@@ -67,6 +67,10 @@ def test_batch_inputs_pads_masks_and_sets_presence():
     assert batch["face_mask"][0].sum() == 9 and batch["face_mask"][1].sum() == 0
     assert not batch["face"][1].any(), "crops of frames without a face must be zeroed"
     np.testing.assert_array_equal(batch["presence"], [[1, 1], [1, 0]])
+    # the caller's flags override the data (runtime: a muted microphone still yields frames)
+    flagged = features.batch_inputs(audio, face, valid, audio_present=[0, 1], face_present=[1, 1])
+    np.testing.assert_array_equal(flagged["presence"], [[0, 1], [1, 1]])
+    np.testing.assert_array_equal(flagged["face_mask"], batch["face_mask"])
 
 
 def test_read_manifest_explains_missing_directory(tmp_path):
