@@ -173,17 +173,16 @@ def _metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
     return {**classification_report(labels, predictions), "n": int(len(labels))}
 
 
+def evaluate_batches(logits_of, batches: list[dict], labels: np.ndarray) -> dict:
+    """edge_ladder.metrics.classification_report (macro_f1, accuracy, per_class, confusion) + 'n'
+    of `logits_of(inputs) -> (B, 6)` over batches already made by split_batches."""
+    predictions = np.concatenate([logits_of(b).argmax(1) for b in batches])
+    return _metrics(labels, predictions)
+
+
 def evaluate_onnx(onnx_path: Path, features_dir: Path, split: str = "test", batch_size: int = 16) -> dict:
-    """Classification metrics of an ONNX file (fp32 or fp16) on a split, through ONNX Runtime CPU:
-    edge_ladder.metrics.classification_report (macro_f1, accuracy, per_class, confusion) + 'n'."""
+    """Classification metrics of an ONNX file (fp32 or fp16) on a split, through ONNX Runtime CPU
+    (see evaluate_batches)."""
     session = onnx_session(onnx_path)
     batches, labels = split_batches(features_dir, split, batch_size)
-    predictions = np.concatenate([run_onnx(session, b)[0].argmax(1) for b in batches])
-    return _metrics(labels, predictions)
-
-
-def evaluate_torch(module, features_dir: Path, split: str = "test", batch_size: int = 16) -> dict:
-    """The same metrics for a torch inference module, on the same batches."""
-    batches, labels = split_batches(features_dir, split, batch_size)
-    predictions = np.concatenate([run_torch(module, b)[0].argmax(1) for b in batches])
-    return _metrics(labels, predictions)
+    return evaluate_batches(lambda b: run_onnx(session, b)[0], batches, labels)

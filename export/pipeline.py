@@ -79,7 +79,7 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
 
     # 2. fp32 ONNX
     if features_dir is not None:
-        held_out, _ = parity.split_batches(features_dir, split)
+        held_out, labels = parity.split_batches(features_dir, split)
     else:
         held_out = []
     batches = held_out + parity.random_batches(seed=int(time.time()) % 10_000)
@@ -106,10 +106,11 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
     # 4. task metrics on the split
     evaluation = None
     if features_dir is not None:
+        s32, s16 = parity.onnx_session(fp32_path), parity.onnx_session(fp16_path)
         evaluation = {"split": split,
-                      "torch": parity.evaluate_torch(inference, features_dir, split),
-                      "onnx_fp32": parity.evaluate_onnx(fp32_path, features_dir, split),
-                      "onnx_fp16": parity.evaluate_onnx(fp16_path, features_dir, split)}
+                      "torch": parity.evaluate_batches(lambda b: parity.run_torch(inference, b)[0], held_out, labels),
+                      "onnx_fp32": parity.evaluate_batches(lambda b: parity.run_onnx(s32, b)[0], held_out, labels),
+                      "onnx_fp16": parity.evaluate_batches(lambda b: parity.run_onnx(s16, b)[0], held_out, labels)}
         log(f"macro-F1 on {split}: torch {evaluation['torch']['macro_f1']:.4f}, fp32 ONNX "
             f"{evaluation['onnx_fp32']['macro_f1']:.4f}, fp16 ONNX {evaluation['onnx_fp16']['macro_f1']:.4f}")
 
