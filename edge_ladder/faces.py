@@ -81,12 +81,18 @@ class FaceDetector:
     def track(self, frames) -> list:
         """Frames (N, H, W, 3) -> one box or None per frame; a missed frame reuses the previous
         box for up to max_reuse consecutive misses (Haar flickers on single frames)."""
-        boxes, last, missed = [], None, 0
-        for frame in frames:
-            box = self.detect(frame)
-            if box is not None:
-                last, missed = box, 0
-            elif last is not None and missed < self.max_reuse:
-                box, missed = last, missed + 1
-            boxes.append(box)
-        return boxes
+        return track_boxes([self.detect(frame) for frame in frames], self.max_reuse)
+
+
+def track_boxes(boxes, max_reuse: int) -> list:
+    """FaceDetector.track's rule on already-detected boxes (one box or None per frame): a miss
+    reuses the last box for up to max_reuse consecutive misses. The streaming runtime applies
+    it to boxes detected frame by frame."""
+    out, last, missed = [], None, 0
+    for box in boxes:
+        if box is not None:
+            last, missed = box, 0
+        elif last is not None and missed < max_reuse:
+            box, missed = last, missed + 1
+        out.append(box)
+    return out

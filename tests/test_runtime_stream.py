@@ -7,8 +7,9 @@ import pytest
 
 from _runtime_standin import make_standin_onnx
 from edge_ladder import frontend, media, runtime
+from edge_ladder.faces import track_boxes
 from edge_ladder.features import batch_inputs
-from edge_ladder.runtime.stream import AudioRing, Stream, StreamError, track_boxes
+from edge_ladder.runtime.stream import AudioRing, Stream, StreamError
 
 
 @pytest.fixture(scope="module")

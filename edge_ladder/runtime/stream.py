@@ -36,13 +36,14 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from .. import EMOTIONS, frontend
 from .. import frontend as _frontend_module
 from ..errors import EdgeLadderError
+from ..faces import track_boxes
 from ..features import batch_inputs
 from .base import Model
 
@@ -78,19 +79,6 @@ def rms_dbfs(samples: np.ndarray) -> float:
 def audio_present(samples: np.ndarray, silence_dbfs: Optional[float]) -> bool:
     """The presence rule: a window is audio-present unless its RMS is below silence_dbfs."""
     return samples.size > 0 and (silence_dbfs is None or rms_dbfs(samples) > silence_dbfs)
-
-
-def track_boxes(boxes: Sequence, max_reuse: int) -> list:
-    """FaceDetector.track's rule on already-detected boxes: a miss reuses the last box for up to
-    max_reuse consecutive misses."""
-    out, last, missed = [], None, 0
-    for box in boxes:
-        if box is not None:
-            last, missed = box, 0
-        elif last is not None and missed < max_reuse:
-            box, missed = last, missed + 1
-        out.append(box)
-    return out
 
 
 class _Frame:
