@@ -18,7 +18,6 @@ records the sha256 of manifest.json and splits.json). Multi-process training: `t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import math
@@ -136,11 +135,12 @@ def normalisation_stats(clips) -> dict:
 def features_identity(features_dir: Path) -> dict:
     """What `--resume` compares so a run never mixes two datasets: the resolved directory and the
     sha256 of its manifest.json (clip list, labels, frame counts, source) and splits.json (folds)."""
+    from .runtime.sidecar import sha256_file
     features_dir = Path(features_dir).resolve()
     identity = {"features_dir": str(features_dir)}
     for name in ("manifest.json", "splits.json"):
         path = features_dir / name
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+        digest = sha256_file(path) if path.exists() else None
         identity[name.replace(".json", "_sha256")] = digest
     return identity
 
