@@ -36,7 +36,7 @@ def session(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def test_export_json_has_the_keys_other_tools_read(report, tiny_run):
+def test_export_json_has_the_keys_other_tools_read(report, tiny_run, tiny_export):
     import hashlib
     assert report["opset"] == 17
     assert report["params"]["inference"] < report["params"]["training"]
@@ -49,6 +49,9 @@ def test_export_json_has_the_keys_other_tools_read(report, tiny_run):
     assert report["inputs"]["audio"] == {"shape": ["batch", "audio_frames", 80], "dtype": "float32"}
     digest = hashlib.sha256((tiny_run / "checkpoint.pt").read_bytes()).hexdigest()
     assert report["checkpoint"]["sha256"] == digest
+    for key, name in (("fp32", "model.onnx"), ("fp16", "model.fp16.onnx")):
+        assert report["files"][key]["path"] == name
+        assert report["files"][key]["sha256"] == hashlib.sha256((tiny_export / name).read_bytes()).hexdigest()
     assert any("gamma" in f for f in report["folded"])
 
 
@@ -135,6 +138,7 @@ def test_onnx_macro_f1_equals_torch_on_the_test_split(tiny_export, tiny_features
     fp32 = evaluate_onnx(tiny_export / "model.onnx", tiny_features, "test")
     fp16 = evaluate_onnx(tiny_export / "model.fp16.onnx", tiny_features, "test")
     assert fp32["n"] == report["evaluation"]["torch"]["n"] > 0
+    assert report["evaluation"]["onnx_fp32"] == fp32 and report["evaluation"]["onnx_fp16"] == fp16
     assert fp32["macro_f1"] == pytest.approx(torch_f1, abs=1e-12)
     assert abs(fp16["macro_f1"] - torch_f1) <= 0.005
     assert set(fp32) >= {"macro_f1", "accuracy", "per_class", "confusion"}
