@@ -1,5 +1,6 @@
-"""Latency of the pruned model on every available backend, of the full training model in torch
-eager (the reference), and of the front-ends. Run: `pytest benchmarks/` (or `make bench`).
+"""Latency of the pruned model on every available backend and of the full training model in torch
+eager (the reference). Run: `pytest benchmarks/` (or `make bench`). The front-ends (numpy, kernels
+host and CUDA paths) are timed in bench_kernels.py.
 
 Each model benchmark uses pedantic rounds: one call per round, a fresh pre-generated random input
 set per round (setup is not timed), warm-up rounds first. The 2 s window is the serving shape:
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 
 from edge_ladder import bench
-from edge_ladder.frontend import face_crop, log_mel, square_box
 
 BATCHES = (1, 8)
 ROUNDS, WARMUP_ROUNDS = 40, 5
@@ -79,71 +79,3 @@ def test_full_model_torch_eager(benchmark, artifacts, batch):
     _info(benchmark, "torch", artifacts["checkpoint"], batch, size=artifacts["size"], **runner.info)
     benchmark.pedantic(runner, setup=InputCycle(bench.window_shapes(batch)),
                        rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
-
-
-# ---------------------------------------------------------------------------------------------
-# front-ends
-
-
-def test_frontend_numpy_log_mel_2s(benchmark):
-    rng = np.random.default_rng(0)
-    pool = [rng.integers(-12000, 12000, size=32000, dtype=np.int16) for _ in range(8)]
-    cycle = iter(range(10 ** 9))
-    benchmark.group = "front-end"
-    benchmark.extra_info.update({"frontend": "numpy", "input": "2 s int16 PCM at 16 kHz"})
-    frames = benchmark.pedantic(log_mel, setup=lambda: ((pool[next(cycle) % 8],), {}), rounds=30, warmup_rounds=3)
-    assert frames.shape == (198, 80) and np.isfinite(frames).all()
-
-
-def _frame_and_boxes(rng):
-    frame = rng.integers(1, 256, size=(1080, 1920, 3), dtype=np.uint8)
-    boxes = [(int(rng.integers(0, 1500)), int(rng.integers(0, 700)), int(s), int(s))
-             for s in rng.integers(120, 360, size=4)]
-    return frame, [square_box(b, frame.shape) for b in boxes]
-
-
-def test_frontend_numpy_face_crops_1080p_4_boxes(benchmark):
-    rng = np.random.default_rng(1)
-    pool = [_frame_and_boxes(rng) for _ in range(4)]
-    cycle = iter(range(10 ** 9))
-
-    def crops(frame, boxes):
-        return np.stack([face_crop(frame, box) for box in boxes])
-
-    benchmark.group = "front-end"
-    benchmark.extra_info.update({"frontend": "numpy", "input": "1920x1080 BGR frame, 4 face boxes"})
-    out = benchmark.pedantic(crops, setup=lambda: (pool[next(cycle) % 4], {}), rounds=30, warmup_rounds=3)
-    assert out.shape == (4, 48, 48) and np.isfinite(out).all()
-
-
-def _kernels_or_skip():
-    if not bench.kernels_built():
-        pytest.skip("edge_ladder.kernels is not built (run `make kernels`); the numpy front-ends are timed above")
-    from edge_ladder import kernels
-    return kernels
-
-
-def test_frontend_kernels_host_log_mel_2s(benchmark):
-    kernels = _kernels_or_skip()
-    rng = np.random.default_rng(0)
-    pool = [rng.integers(-12000, 12000, size=32000, dtype=np.int16) for _ in range(8)]
-    cycle = iter(range(10 ** 9))
-    benchmark.group = "front-end"
-    benchmark.extra_info.update({"frontend": "kernels (host)", "input": "2 s int16 PCM at 16 kHz",
-                                 "library": str(kernels.library_path())})
-    frames = benchmark.pedantic(kernels.log_mel, setup=lambda: ((pool[next(cycle) % 8],), {}), rounds=30,
-                                warmup_rounds=3)
-    assert frames.shape == (198, 80) and np.isfinite(frames).all()
-
-
-def test_frontend_kernels_host_face_crops_1080p_4_boxes(benchmark):
-    kernels = _kernels_or_skip()
-    rng = np.random.default_rng(1)
-    pool = [_frame_and_boxes(rng) for _ in range(4)]
-    cycle = iter(range(10 ** 9))
-    benchmark.group = "front-end"
-    benchmark.extra_info.update({"frontend": "kernels (host)", "input": "1920x1080 BGR frame, 4 face boxes",
-                                 "library": str(kernels.library_path())})
-    out = benchmark.pedantic(kernels.face_crops, setup=lambda: (pool[next(cycle) % 4], {}), rounds=30,
-                             warmup_rounds=3)
-    assert out.shape == (4, 48, 48) and np.isfinite(out).all()
