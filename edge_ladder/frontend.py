@@ -15,6 +15,7 @@ Faces: camera frame (H, W, 3) uint8 BGR/RGB + box (x, y, w, h) in pixels -> (S, 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +86,17 @@ def hann_window(win: int = WIN) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / win)).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _analysis_constants(spec: AudioSpec):
+    """log_mel's constants for `spec`, built once: Hann window (win,) and filterbank transpose
+    (n_fft//2 + 1, n_mels), float64, read-only (shared between calls)."""
+    window = hann_window(spec.win).astype(np.float64)
+    filters_t = mel_filterbank(spec).astype(np.float64).T
+    window.flags.writeable = False
+    filters_t.flags.writeable = False
+    return window, filters_t
+
+
 def n_audio_frames(n_samples: int, spec: AudioSpec = AudioSpec()) -> int:
     return 0 if n_samples < spec.win else 1 + (n_samples - spec.win) // spec.hop
 
@@ -111,9 +123,10 @@ def log_mel(pcm: np.ndarray, spec: AudioSpec = AudioSpec()) -> np.ndarray:
         return np.zeros((0, spec.n_mels), np.float32)
     starts = np.arange(n_frames) * spec.hop
     frames = samples[starts[:, None] + np.arange(spec.win)[None, :]]           # (T, win)
-    frames = frames.astype(np.float64) * hann_window(spec.win)
+    window, filters_t = _analysis_constants(spec)
+    frames = frames.astype(np.float64) * window
     power = np.abs(np.fft.rfft(frames, n=spec.n_fft, axis=1)) ** 2             # (T, n_fft//2+1)
-    mel = power @ mel_filterbank(spec).astype(np.float64).T                     # (T, n_mels)
+    mel = power @ filters_t                                                     # (T, n_mels)
     return np.log(np.maximum(mel, spec.log_floor)).astype(np.float32)
 
 
