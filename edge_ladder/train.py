@@ -178,11 +178,11 @@ def save_torch(obj, path: Path) -> None:
 
 
 def predict(model, clips, device, batch_size: int = 64, presence=None, modalities: str = "av"):
-    """Inference-path logits (N, 6) float32 numpy for a list of Clip. presence: None (from the
-    data), or (N, 2) array overriding it."""
+    """Inference-path logits (N, 6) float32 numpy of a LadderNet for a list of Clip. presence:
+    None (from the data), or (N, 2) array overriding it."""
     torch = _torch()
     model.eval()
-    net = model.inference_module() if hasattr(model, "inference_module") else model
+    net = model.inference_module()
     out = []
     with torch.no_grad():
         for start in range(0, len(clips), batch_size):
