@@ -42,7 +42,7 @@ def tiny_graph(rng, opset=17, extra_nodes=()):
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", 6]),
          helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["B", 6])],
         [w1, w2, b2, axes, numpy_helper.from_array(np.array([2], np.int64), "axes2")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
 def dtypes_by_op(model):

@@ -207,7 +207,7 @@ def test_a_model_with_other_io_names_is_refused(tmp_path):
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 3])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 3])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "o.onnx"))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "o.onnx"))
     with pytest.raises(runtime.ModelLoadError, match="not an edge-ladder model.*inputs \\['x'\\]"):
         runtime.load(tmp_path / "o.onnx")
 
