@@ -243,7 +243,12 @@ def train(config: TrainConfig) -> Path:
     if world > 1:
         import torch.distributed as dist
         if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if local_rank >= gpus:
+                raise EdgeLadderError(f"process LOCAL_RANK={local_rank} needs CUDA device {local_rank}, but this "
+                                      f"machine has {gpus}: start at most {gpus} process(es) per node "
+                                      f"(torchrun --nproc-per-node {gpus}), or train on the CPU with --device cpu.")
+            device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -261,6 +266,12 @@ def train(config: TrainConfig) -> Path:
     train_labels = np.array([c.label for c in train_clips])
     dev_labels = np.array([c.label for c in dev_clips])
 
+    if device.type == "cuda":
+        # cuDNN's fastest convolution backward kernels accumulate with atomics, so two runs (or a
+        # resumed and an uninterrupted one) would drift apart; this model is too small to notice
+        # the deterministic ones
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     torch.manual_seed(config.seed)
     model = LadderNet(model_config(config.model_size, audio_dim=train_clips[0].audio.shape[1],
                                    face_size=train_clips[0].face.shape[-1])).to(device)

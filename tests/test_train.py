@@ -134,12 +134,25 @@ def test_torchrun_two_cpu_processes(tiny_features, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "edge_ladder.train",
                              str(tiny_features), "--out", str(tmp_path), "--epochs", "2", "--model-size", "tiny",
-                             "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+                             "--no-progress", "--device", "cpu"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert len(metrics["history"]) == 2 and set(metrics["test"]) == REPORT_KEYS
     assert metrics["train_config"]["epochs"] == 2
     load_checkpoint(tmp_path / "checkpoint.pt")
+
+
+def test_more_processes_than_gpus_is_a_clear_error(tiny_features, tmp_path, monkeypatch):
+    """torchrun --nproc-per-node 2 on a one-GPU machine: rank 1 is told why, before any NCCL setup."""
+    import edge_ladder.train as train_module
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(train_module, "resolve_device", lambda name, amp: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(EdgeLadderError, match=r"LOCAL_RANK=1 needs CUDA device 1, but this machine has 1.*"
+                                              r"--nproc-per-node 1.*--device cpu"):
+        train(tiny_config(tiny_features, tmp_path))
 
 
 def test_audio_only_training_keeps_the_denoising_cost_bounded(tiny_features, tmp_path):
