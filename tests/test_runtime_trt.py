@@ -183,36 +183,10 @@ def test_execute_prefilled_equals_predict(engine_path):
 def test_stream_with_cuda_kernels_matches_the_numpy_frontend(engine_path):
     """Stream(frontend='kernels') on a TensorRT model: log-mel and crops by the CUDA kernels in
     the engine's buffers give the numpy front-end's inputs and labels."""
-    from edge_ladder import frontend, kernels
-    from edge_ladder.runtime.stream import Stream
+    from _gpu_standin import assert_stream_kernels_match_numpy
+    from edge_ladder import kernels
     if not kernels.has_cuda():
         pytest.skip(f"kernels library not built with CUDA ({kernels.BUILD_COMMAND})")
     model = rt.load(engine_path)
-    rng = np.random.default_rng(4)
-    frames = [rng.integers(0, 255, (120, 161, 3), dtype=np.uint8) for _ in range(13)]
-    boxes = [[(20 + i, 15, 50, 58)] if i % 4 else [] for i in range(len(frames))]   # some ticks without a face
-    pcm = (rng.normal(0, 3000, 16000 * 3 + 97)).astype(np.int16)
-    streams = [Stream(model, window_s=1.0, hop_s=0.5, smoothing=0.0, silence_dbfs=None, keep_inputs=True,
-                      frontend=choice) for choice in ("numpy", "kernels")]
-    assert streams[1].frontend == "kernels-cuda" and "kernels-cuda" in streams[1].describe()
-    runs = []
-    for stream in streams:
-        for i, frame in enumerate(frames * 3):
-            stream.feed_frame(frame, i / 10, boxes=boxes[i % len(frames)])
-        runs.append(stream.feed_audio(pcm))
-    want, got = runs
-    assert len(got) == len(want) >= 4
-    for g, w in zip(got, want):
-        assert g.frontend == "kernels-cuda" and "preprocess_gpu" in g.timings
-        for name in ("audio_mask", "face_mask", "presence"):
-            np.testing.assert_array_equal(g.inputs[name], w.inputs[name], err_msg=name)
-        assert 0 < w.inputs["face_mask"].sum() < w.inputs["face_mask"].size
-        # fp16 engine inputs round the kernels' output; fp32 inputs agree to float rounding
-        rtol = 1e-3 if model.inputs["audio"].dtype == np.float16 else 1e-4
-        for name in ("audio", "face"):
-            scale = np.abs(w.inputs[name]).max()
-            np.testing.assert_allclose(g.inputs[name], w.inputs[name], rtol=rtol, atol=rtol * scale, err_msg=name)
-        np.testing.assert_allclose(g.probs, w.probs, atol=1e-3)
-        assert g.label == w.label
-    streams[1].close()
+    assert_stream_kernels_match_numpy(model, requested="kernels", input_dtype=model.inputs["audio"].dtype)
     model.close()
