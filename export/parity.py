@@ -7,6 +7,8 @@ fp16: argmax agreement with the fp32 file (>= 99.5 %) and max |probs_fp16 - prob
       reference must stay within FP16_K x the error of a plain torch half-precision run of the
       same module (torch `.half()` on CPU where it runs, else autocast bfloat16; `reference`
       says which).
+int8: argmax agreement with the fp32 file (>= 97 %) and max |probs_int8 - probs_fp32| (<= 0.15)
+      on the held-out clips only (export/int8.py).
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ FP16_MIN_ARGMAX_AGREEMENT = 0.995
 FP16_MAX_PROB_ERROR = 1e-2
 FP16_K = 3.0          # fp16 file error <= K x torch-half error (+ FP16_ATOL for near-exact cases)
 FP16_ATOL = 1e-4
+INT8_MIN_ARGMAX_AGREEMENT = 0.97   # int8 (export/int8.py), on held-out clips only: calibrated for real data
+INT8_MAX_PROB_ERROR = 0.15
 
 
 class ParityError(EdgeLadderError):
@@ -166,6 +170,37 @@ def check_fp16(report: dict, what: str) -> None:
     if problems:
         raise ParityError(f"{what}: fp16 ONNX is not accurate enough: " + "; ".join(problems) +
                           ". Add the offending op to export/fp16.py FP32_BLOCK_LIST.")
+
+
+def int8_parity(fp32_path: Path, int8_path: Path, batches: list[dict]) -> dict:
+    """Agreement of the int8 file with the fp32 file on held-out batches (random inputs are not
+    used: the activation ranges were calibrated on real clips)."""
+    s32, s8 = onnx_session(fp32_path), onnx_session(int8_path)
+    agree, count, errors = 0, 0, []
+    for inputs in batches:
+        _, probs32 = run_onnx(s32, inputs)
+        _, probs8 = run_onnx(s8, inputs)
+        agree += int((probs8.argmax(1) == probs32.argmax(1)).sum())
+        count += len(probs8)
+        errors.append(np.abs(probs8 - probs32).ravel())
+    if not count:
+        raise EdgeLadderError("the INT8 check needs held-out clips (--features); none were given.")
+    errors = np.concatenate(errors)
+    return {"argmax_agreement": agree / count, "max_prob_error": float(errors.max()),
+            "mean_prob_error": float(errors.mean()), "samples": count,
+            "tolerance": {"argmax_agreement": INT8_MIN_ARGMAX_AGREEMENT, "max_prob_error": INT8_MAX_PROB_ERROR}}
+
+
+def check_int8(report: dict, what: str) -> None:
+    problems = []
+    if report["argmax_agreement"] < INT8_MIN_ARGMAX_AGREEMENT:
+        problems.append(f"argmax agreement with fp32 {report['argmax_agreement']:.4f} < {INT8_MIN_ARGMAX_AGREEMENT}")
+    if report["max_prob_error"] > INT8_MAX_PROB_ERROR:
+        problems.append(f"max prob error {report['max_prob_error']:.3g} > {INT8_MAX_PROB_ERROR:g}")
+    if problems:
+        raise ParityError(f"{what}: INT8 ONNX is not accurate enough on the held-out clips: " + "; ".join(problems) +
+                          ". Calibrate on more clips (export/int8.py CALIBRATION_CLIPS), keep more convolutions "
+                          "in fp32 (MIN_REDUCTION), or export without it: --no-int8.")
 
 
 def _metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:

@@ -1,8 +1,10 @@
-"""The export chain as one call: checkpoint -> prune -> fold BN -> model.onnx -> model.fp16.onnx,
-each stage checked, everything recorded in export.json.
+"""The export chain as one call: checkpoint -> prune -> fold BN -> model.onnx -> model.fp16.onnx
+(-> model.int8.onnx), each stage checked, everything recorded in export.json.
 
     EXPORT_DIR/model.onnx        fp32, opset 17, named I/O, dynamic B/T_a/T_v
     EXPORT_DIR/model.fp16.onnx   strongly-typed FP16 (fp32 I/O), for TensorRT 10.12+/11
+    EXPORT_DIR/model.int8.onnx   INT8 convolutions (QDQ, fp32 I/O) for the CPU runtime; written
+                                 when features_dir gives the train split to calibrate on
     EXPORT_DIR/export.json       params, MACs, opset, I/O signature, parity, profile, sha256s
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from ..errors import EdgeLadderError
 from ..features import atomic_write_json
 from ..runtime.sidecar import sha256_file
 from . import flops, fp16, onnx_export, opcheck, parity, prune
+from . import int8 as int8_module
 from .shapes import DEFAULT_PROFILE
 
 FORMAT = "edge-ladder-export"
@@ -39,10 +42,12 @@ def training_macs(model, inputs: dict) -> int:
 
 
 def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test", opset: int = 17,
-                      fold: bool = True, log=print) -> dict:
+                      fold: bool = True, int8: bool = True, log=print) -> dict:
     """Run the whole export chain; returns the export.json dict (also written to out_dir).
     `features_dir`: held-out clips for the parity checks and the macro-F1 comparison (random
-    inputs are always checked too). Raises ParityError/OpsetError when a file is not right."""
+    inputs are always checked too), and the train split INT8 calibrates on. `int8`: write
+    model.int8.onnx (needs features_dir). Raises ParityError/OpsetError when the fp32 or fp16 file is
+    not right; an int8 file that fails its check is refused with a warning and not written."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if opset > opcheck.MAX_OPSET:
         raise EdgeLadderError(f"--opset {opset} is newer than TensorRT 8.5's parser reads (<= {opcheck.MAX_OPSET}); "
@@ -103,16 +108,42 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
         f"{fp16_report['max_prob_error_vs_torch_fp32']:.2e}, {fp16_report['torch_half_reference']} "
         f"{fp16_report['torch_half_max_prob_error']:.2e}")
 
-    # 4. task metrics on the split
+    # 4. int8 ONNX (CPU runtime), calibrated on the train split, checked on the held-out one
+    int8_path, int8_file, int8_report = out_dir / "model.int8.onnx", None, None
+    if not int8:
+        int8_file = {"skipped": "--no-int8"}
+    elif features_dir is None:
+        int8_file = {"skipped": "no features directory: INT8 calibrates on its train split (--features)"}
+    else:
+        quantized = int8_module.quantize_file(fp32_path, int8_path, int8_module.calibration_batches(features_dir))
+        int8_report = parity.int8_parity(fp32_path, int8_path, held_out)
+        summary = (f"{len(quantized['quantized_convs'])} convolutions int8, {len(quantized['fp32_convs'])} kept fp32; "
+                   f"vs fp32 on {split}: argmax agreement {int8_report['argmax_agreement']:.4f}, max |p8 - p32| = "
+                   f"{int8_report['max_prob_error']:.2e} (mean {int8_report['mean_prob_error']:.2e})")
+        try:
+            parity.check_int8(int8_report, str(int8_path))
+        except parity.ParityError as error:
+            # the optional CPU variant: refused loudly and not written; fp32/fp16 stand
+            int8_file = {"rejected": str(error)}
+            log(f"WARNING: {int8_path} REJECTED and not written: {error}")
+        else:
+            int8_file = {"path": int8_path.name, "sha256": sha256_file(int8_path), **quantized}
+            log(f"{int8_path}: {summary}")
+    if "path" not in int8_file and int8_path.exists():
+        int8_path.unlink()                  # rejected, or a stale file from an earlier export
+
+    # 5. task metrics on the split
     evaluation = None
     if features_dir is not None:
-        s32, s16 = parity.onnx_session(fp32_path), parity.onnx_session(fp16_path)
+        sessions = {"onnx_fp32": parity.onnx_session(fp32_path), "onnx_fp16": parity.onnx_session(fp16_path)}
+        if "path" in int8_file:
+            sessions["onnx_int8"] = parity.onnx_session(int8_path)
         evaluation = {"split": split,
-                      "torch": parity.evaluate_batches(lambda b: parity.run_torch(inference, b)[0], held_out, labels),
-                      "onnx_fp32": parity.evaluate_batches(lambda b: parity.run_onnx(s32, b)[0], held_out, labels),
-                      "onnx_fp16": parity.evaluate_batches(lambda b: parity.run_onnx(s16, b)[0], held_out, labels)}
-        log(f"macro-F1 on {split}: torch {evaluation['torch']['macro_f1']:.4f}, fp32 ONNX "
-            f"{evaluation['onnx_fp32']['macro_f1']:.4f}, fp16 ONNX {evaluation['onnx_fp16']['macro_f1']:.4f}")
+                      "torch": parity.evaluate_batches(lambda b: parity.run_torch(inference, b)[0], held_out, labels)}
+        for key, session in sessions.items():
+            evaluation[key] = parity.evaluate_batches(lambda b: parity.run_onnx(session, b)[0], held_out, labels)
+        log(f"macro-F1 on {split}: torch {evaluation['torch']['macro_f1']:.4f}, " +
+            ", ".join(f"{key[5:]} ONNX {evaluation[key]['macro_f1']:.4f}" for key in sessions))
 
     signature = onnx_export.io_signature(fp32_model)
     report = {
@@ -124,8 +155,9 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
         "inputs": signature["inputs"], "outputs": signature["outputs"],
         "files": {"fp32": {"path": fp32_path.name, "sha256": sha256_file(fp32_path), "ops": ops_fp32},
                   "fp16": {"path": fp16_path.name, "sha256": sha256_file(fp16_path), "ops": ops_fp16,
-                           "precision": precision}},
-        "parity": {"fp32": fp32_report, "fp16": fp16_report},
+                           "precision": precision},
+                  "int8": int8_file},
+        "parity": {"fp32": fp32_report, "fp16": fp16_report, "int8": int8_report},
         "evaluation": evaluation,
         "profile": {key: dict(value) for key, value in DEFAULT_PROFILE.items()},
         "seconds": round(time.time() - started, 2),

@@ -1,5 +1,5 @@
 """The real export chain on the tiny trained run (session fixture tiny_export): files, export.json,
-parity through ONNX Runtime (recomputed here on fresh inputs), op sets, FP16 graph, macro-F1."""
+parity through ONNX Runtime (recomputed here on fresh inputs), op sets, FP16 graph, INT8 file, macro-F1."""
 from __future__ import annotations
 
 import json
@@ -151,6 +151,66 @@ def test_export_cli_prints_reduction_and_refuses_bad_input(tiny_run, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "edge_ladder", "export", str(tmp_path / "no.pt"),
                               "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def _conv_sources(model) -> dict:
+    """{Conv node name: op type producing its data input}."""
+    producer = {out: node.op_type for node in model.graph.node for out in node.output}
+    return {node.name: producer.get(node.input[0], "graph input") for node in model.graph.node
+            if node.op_type == "Conv"}
+
+
+def test_int8_file_quantizes_every_conv_but_the_shortest_and_agrees_with_fp32(tiny_export, tiny_features, report):
+    import hashlib
+    from edge_ladder.export import int8
+    entry = report["files"]["int8"]
+    path = tiny_export / "model.int8.onnx"
+    assert entry["path"] == path.name and entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    model = onnx.load(str(path))
+    sources = _conv_sources(model)
+    # the first face conv (1 x 3 x 3 = 9 < MIN_REDUCTION) stays fp32, the 6 others are fed by DequantizeLinear
+    assert entry["fp32_convs"] == {"/inner/frame_convs.0/Conv": 9} and int8.MIN_REDUCTION > 9
+    assert sorted(entry["quantized_convs"]) == sorted(n for n in sources if n != "/inner/frame_convs.0/Conv")
+    assert len(entry["quantized_convs"]) == 6
+    for name, source in sources.items():
+        assert (source == "DequantizeLinear") == (name in entry["quantized_convs"]), name
+    weights = [init for init in model.graph.initializer if init.data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 6                                    # int8 weight tensors
+    assert entry["calibration"]["split"] == "train" and entry["calibration"]["clips"] > 0
+    assert [i.name for i in session(path).get_inputs()] == list(INPUT_NAMES)
+    checked = report["parity"]["int8"]
+    assert checked["argmax_agreement"] >= 0.97 and checked["max_prob_error"] <= 0.15
+    int8_metrics = evaluate_onnx(path, tiny_features, "test")
+    assert report["evaluation"]["onnx_int8"] == int8_metrics
+    assert abs(int8_metrics["macro_f1"] - report["evaluation"]["torch"]["macro_f1"]) <= 0.05
+
+
+def test_int8_needs_features_and_a_stale_file_goes(tiny_run, tmp_path):
+    from edge_ladder.export import export_checkpoint
+    (tmp_path / "model.int8.onnx").write_bytes(b"an earlier export's file")
+    report = export_checkpoint(tiny_run / "checkpoint.pt", tmp_path, log=lambda *_: None)
+    assert "--features" in report["files"]["int8"]["skipped"] and report["parity"]["int8"] is None
+    assert not (tmp_path / "model.int8.onnx").exists()
+
+
+def test_inaccurate_int8_is_refused_loudly_and_not_written(tiny_run, tiny_features, tmp_path, monkeypatch):
+    from edge_ladder.export import export_checkpoint, parity
+    monkeypatch.setattr(parity, "INT8_MAX_PROB_ERROR", 0.0)     # no int8 file can pass this
+    lines = []
+    report = export_checkpoint(tiny_run / "checkpoint.pt", tmp_path, features_dir=tiny_features, log=lines.append)
+    assert "max prob error" in report["files"]["int8"]["rejected"]
+    assert any(line.startswith("WARNING:") and "REJECTED" in line and "--no-int8" in line for line in lines)
+    assert not (tmp_path / "model.int8.onnx").exists() and (tmp_path / "model.fp16.onnx").exists()
+    assert "onnx_int8" not in report["evaluation"] and report["parity"]["int8"]["max_prob_error"] > 0
+
+
+def test_export_cli_no_int8(tiny_run, tiny_features, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "edge_ladder", "export", str(tiny_run / "checkpoint.pt"),
+                           "--out", str(tmp_path), "--features", str(tiny_features), "--no-int8"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["int8"] == "--no-int8"
+    assert not (tmp_path / "model.int8.onnx").exists() and (tmp_path / "model.onnx").exists()
 
 
 @pytest.mark.tensorrt

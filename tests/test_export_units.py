@@ -1,4 +1,4 @@
-"""export/ stages that need no trained model: the FP16 graph pass, the TensorRT 8.5 op check,
+"""export/ stages that need no trained model: the FP16 graph pass, the INT8 plan, the TensorRT 8.5 op check,
 batch-norm folding, profile shapes, the TensorRT build plan and precision check, the sidecar."""
 from __future__ import annotations
 
@@ -470,3 +470,30 @@ def test_build_engine_cli_errors_are_clear(tmp_path):
                              capture_output=True, text=True)
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
     assert "does not exist" in missing.stderr or "audio has 3 dimensions" in missing.stderr
+
+
+def test_int8_plan_keeps_short_reductions_in_fp32():
+    from edge_ladder.export import int8
+    inits = [numpy_helper.from_array(np.zeros(shape, np.float32), name) for name, shape in
+             (("w_gray", (8, 1, 3, 3)), ("w_deep", (8, 4, 3, 3)), ("w_depthwise", (8, 1, 5, 5)), ("w_k1", (8, 12, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "w_gray"], ["a"], name="gray"),
+             helper.make_node("Conv", ["a", "w_deep"], ["b"], name="deep"),
+             helper.make_node("Conv", ["b", "w_depthwise"], ["c"], name="depthwise", group=8),
+             helper.make_node("Conv", ["c1", "w_k1"], ["d"], name="pointwise"),
+             helper.make_node("Conv", ["d", "runtime_weight"], ["e"], name="dynamic")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)], inits)
+    quantize, keep = int8.conv_plan(helper.make_model(graph))
+    assert quantize == ["deep", "depthwise"] and keep == {"gray": 9, "pointwise": 12}
+
+
+def test_int8_calibration_takes_single_train_clips(tiny_features):
+    from edge_ladder.export import int8
+    from edge_ladder.features import INPUT_NAMES, load_split
+    batches = int8.calibration_batches(tiny_features, limit=5)
+    train_clips = load_split(tiny_features, "train")
+    assert len(batches) == 5 < len(train_clips)
+    lengths = {clip.audio.shape[0] for clip in train_clips}
+    for batch in batches:
+        assert list(batch) == list(INPUT_NAMES) and all(a.dtype == np.float32 for a in batch.values())
+        assert batch["audio"].shape[0] == 1 and batch["audio"].shape[1] in lengths
