@@ -52,8 +52,8 @@ def _record_env(request, bench_env):
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory):
-    """{'features', 'checkpoint', 'onnx', 'onnx_fp16', 'size'}: built once per session."""
-    from edge_ladder.export import export_checkpoint
+    """{'features', 'checkpoint', 'onnx', 'onnx_fp16', 'onnx_int8', 'size'}: built once per session."""
+    from edge_ladder.export import export_checkpoint, int8
     from edge_ladder.synthetic import make_features
     from edge_ladder.train import TrainConfig, train
     size = os.environ.get("EDGE_LADDER_BENCH_SIZE", "small")
@@ -62,9 +62,12 @@ def artifacts(tmp_path_factory):
     # one epoch: the weights' quality does not change the latency being measured
     train(TrainConfig(features_dir=str(features), out_dir=str(root / "run"), epochs=1,
                       model_size=size, seed=0, progress=False))
-    export_checkpoint(root / "run" / "checkpoint.pt", root / "export", features_dir=features, log=lambda *a: None)
+    export = root / "export"
+    export_checkpoint(root / "run" / "checkpoint.pt", export, features_dir=features, int8=False, log=lambda *a: None)
+    # int8 without export's accuracy gate, which a one-epoch model's near-uniform outputs may fail
+    int8.quantize_file(export / "model.onnx", export / "model.int8.onnx", int8.calibration_batches(features))
     return {"features": features, "checkpoint": root / "run" / "checkpoint.pt", "size": size,
-            "onnx": root / "export" / "model.onnx", "onnx_fp16": root / "export" / "model.fp16.onnx"}
+            "onnx": export / "model.onnx", "onnx_fp16": export / "model.fp16.onnx", "onnx_int8": export / "model.int8.onnx"}
 
 
 @pytest.fixture(scope="session")

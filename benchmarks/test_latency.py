@@ -39,10 +39,10 @@ def _info(benchmark, backend, model, batch, **extra):
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_pruned_onnxruntime(benchmark, artifacts, precision, batch):
     from edge_ladder import runtime
-    path = artifacts["onnx"] if precision == "fp32" else artifacts["onnx_fp16"]
+    path = artifacts["onnx" if precision == "fp32" else f"onnx_{precision}"]
     model = runtime.load(path, backend="onnxruntime")
     _info(benchmark, "onnxruntime", path, batch, precision=precision, size=artifacts["size"],
           providers=getattr(model, "providers", None), intra_op_threads=getattr(model, "intra_op_threads", None))

@@ -1,7 +1,7 @@
 """`edge-ladder bench`: trtexec-grade latency reports for checkpoints, ONNX files and engines.
 
-    edge-ladder bench run/checkpoint.pt export/model.onnx export/model.fp16.onnx --compare \\
-        --json bench/compare.json --md bench/compare.md --histogram bench/latency.png
+    edge-ladder bench run/checkpoint.pt export/model.onnx export/model.fp16.onnx export/model.int8.onnx \\
+        --compare --json bench/compare.json --md bench/compare.md --histogram bench/latency.png
 
 Method (trtexec's conventions, see /work/shared/reference/tensorrt.md):
   * inputs: a pool of fresh random inputs (never zero; masks and presence valid) is generated
@@ -312,7 +312,7 @@ def parse_model_spec(text: str, backend: Optional[str] = None) -> ModelSpec:
                          f"{'checkpoint .pt' if chosen == 'torch' else '.onnx' if chosen == 'onnxruntime' else '.engine'} file")
     if not Path(path).exists():
         raise BenchError(f"model file {path} does not exist; expected a checkpoint.pt (train), "
-                         f"model.onnx / model.fp16.onnx (export) or an .engine (build-engine)")
+                         f"model.onnx / model.fp16.onnx / model.int8.onnx (export) or an .engine (build-engine)")
     return ModelSpec(path=str(path), backend=chosen, label=f"{chosen}:{Path(path).name}")
 
 

@@ -1,13 +1,13 @@
 """`edge-ladder demo --out DIR`: the whole chain on generated data, on the CPU, in minutes.
 
-    make-corpus -> prepare -> train -> evaluate -> export (ONNX fp32 + fp16) -> ONNX Runtime
+    make-corpus -> prepare -> train -> evaluate -> export (ONNX fp32 + fp16 + int8) -> ONNX Runtime
     evaluation -> latency comparison
 
 Layout (other tools read these names):
     DIR/corpus/    CREMA-D layout (AudioWAV/, VideoFlash/, CSVs)
     DIR/features/  prepared features (manifest.json, splits.json, clips/)
     DIR/run/       checkpoint.pt, metrics.json, confusion PNGs
-    DIR/export/    model.onnx, model.fp16.onnx, export.json
+    DIR/export/    model.onnx, model.fp16.onnx, model.int8.onnx, export.json
     DIR/bench/     compare.json, compare.md, latency.png
     DIR/summary.json
 
@@ -78,11 +78,14 @@ def run_demo(out, actors: int = 16, clips_per_actor: int = 24, epochs: int = 12,
         print(f"  {mode:5s}  macro-F1 {report['macro_f1']:.3f}  accuracy {report['accuracy']:.3f}")
     seconds["evaluate"] = time.perf_counter() - start
 
-    start = _stage("5/6 export: prune decoders, fold BN, ONNX fp32 + fp16, parity")
+    start = _stage("5/6 export: prune decoders, fold BN, ONNX fp32 + fp16 + int8, parity")
     exported = export_checkpoint(checkpoint, dirs["export"], features_dir=dirs["features"], split="test")
-    evaluation = exported["evaluation"]  # macro-F1 of torch and both ONNX files through ONNX Runtime
+    evaluation = exported["evaluation"]  # macro-F1 of torch and the ONNX files through ONNX Runtime
     torch_f1 = evaluation["torch"]["macro_f1"]
-    for name, key in (("model.onnx", "onnx_fp32"), ("model.fp16.onnx", "onnx_fp16")):
+    onnx_files = [("model.onnx", "onnx_fp32"), ("model.fp16.onnx", "onnx_fp16"), ("model.int8.onnx", "onnx_int8")]
+    if "onnx_int8" not in evaluation:     # refused by its accuracy check (export printed why)
+        onnx_files.pop()
+    for name, key in onnx_files:
         print(f"  {name:16s} macro-F1 {evaluation[key]['macro_f1']:.4f}  (PyTorch {torch_f1:.4f}, "
               f"difference {evaluation[key]['macro_f1'] - torch_f1:+.4f})")
     params, flops = exported["params"], exported.get("flops", {})
@@ -94,12 +97,12 @@ def run_demo(out, actors: int = 16, clips_per_actor: int = 24, epochs: int = 12,
               f"the backbones, which both run once, dominate)")
     seconds["export"] = time.perf_counter() - start
 
-    start = _stage("6/6 latency: PyTorch eager checkpoint vs pruned ONNX Runtime fp32 / fp16 "
+    start = _stage("6/6 latency: PyTorch eager checkpoint vs pruned ONNX Runtime fp32 / fp16 / int8 "
                    "(batch 1, 2 s window, 1 thread each, interleaved)")
     # One thread each: on a small CPU two libraries' thread pools fight for the cores and the
     # figure would measure the fight, not the models.
-    report = bench.compare([str(checkpoint), str(dirs["export"] / "model.onnx"),
-                            str(dirs["export"] / "model.fp16.onnx")], duration_s=bench_seconds, threads=1)
+    report = bench.compare([str(checkpoint)] + [str(dirs["export"] / name) for name, _ in onnx_files],
+                           duration_s=bench_seconds, threads=1)
     dirs["bench"].mkdir(parents=True, exist_ok=True)
     bench.write_json(dirs["bench"] / "compare.json", report)
     table = bench.markdown_table(report)
@@ -115,7 +118,8 @@ def run_demo(out, actors: int = 16, clips_per_actor: int = 24, epochs: int = 12,
         "test_macro_f1": {"pytorch_av": metrics["av"]["macro_f1"], "pytorch_audio_only": metrics["audio"]["macro_f1"],
                           "pytorch_video_only": metrics["video"]["macro_f1"],
                           "onnx_fp32": evaluation["onnx_fp32"]["macro_f1"],
-                          "onnx_fp16": evaluation["onnx_fp16"]["macro_f1"]},
+                          "onnx_fp16": evaluation["onnx_fp16"]["macro_f1"],
+                          **({"onnx_int8": evaluation["onnx_int8"]["macro_f1"]} if "onnx_int8" in evaluation else {})},
         "params": params, "flops": flops, "parity": exported.get("parity"),
         "speedup": report.get("speedup"),
         "speedup_definition": report.get("speedup_definition"),

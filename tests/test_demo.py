@@ -17,19 +17,22 @@ def demo_dir(tmp_path_factory):
 def test_demo_writes_every_stage_in_the_documented_layout(demo_dir):
     for path in ("corpus/AudioWAV", "corpus/VideoFlash", "corpus/processedResults/summaryTable.csv",
                  "features/manifest.json", "features/splits.json", "run/checkpoint.pt", "run/metrics.json",
-                 "export/model.onnx", "export/model.fp16.onnx", "export/export.json",
+                 "export/model.onnx", "export/model.fp16.onnx", "export/model.int8.onnx", "export/export.json",
                  "bench/compare.json", "bench/compare.md", "bench/latency.png", "summary.json"):
         assert (demo_dir / path).exists(), path
     metrics = json.loads((demo_dir / "run/metrics.json").read_text())
     for split in ("dev", "test"):
         assert {"macro_precision", "macro_recall", "macro_f1", "accuracy", "per_class", "confusion"} <= set(metrics[split])
     compare = json.loads((demo_dir / "bench/compare.json").read_text())
-    assert [run["backend"] for run in compare["runs"]] == ["torch", "onnxruntime", "onnxruntime"]
-    assert all(value > 0 for value in compare["speedup"].values())
+    assert [run["backend"] for run in compare["runs"]] == ["torch"] + ["onnxruntime"] * 3
+    assert [run["model"].rsplit("/", 1)[-1] for run in compare["runs"]] == [
+        "checkpoint.pt", "model.onnx", "model.fp16.onnx", "model.int8.onnx"]
+    assert len(compare["speedup"]) == 4 and all(value > 0 for value in compare["speedup"].values())
     summary = json.loads((demo_dir / "summary.json").read_text())
     f1 = summary["test_macro_f1"]
     assert f1["onnx_fp32"] == pytest.approx(f1["pytorch_av"], abs=1e-9)
     assert abs(f1["onnx_fp16"] - f1["pytorch_av"]) <= 0.005
+    assert abs(f1["onnx_int8"] - f1["pytorch_av"]) <= 0.05
     assert summary["params"]["inference"] < summary["params"]["training"]
 
 
