@@ -156,12 +156,18 @@ def check_fp32(report: dict, what: str) -> None:
                           f"An exporter or folding bug: re-run with --no-fold to isolate it.")
 
 
-def check_fp16(report: dict, what: str) -> None:
+def _agreement_problems(report: dict, min_agreement: float, max_prob_error: float) -> list:
+    """What a reduced-precision file's report misses of its argmax-agreement and probability bars."""
     problems = []
-    if report["argmax_agreement"] < FP16_MIN_ARGMAX_AGREEMENT:
-        problems.append(f"argmax agreement {report['argmax_agreement']:.4f} < {FP16_MIN_ARGMAX_AGREEMENT}")
-    if report["max_prob_error"] > FP16_MAX_PROB_ERROR:
-        problems.append(f"max prob error {report['max_prob_error']:.3g} > {FP16_MAX_PROB_ERROR:g}")
+    if report["argmax_agreement"] < min_agreement:
+        problems.append(f"argmax agreement with fp32 {report['argmax_agreement']:.4f} < {min_agreement}")
+    if report["max_prob_error"] > max_prob_error:
+        problems.append(f"max prob error {report['max_prob_error']:.3g} > {max_prob_error:g}")
+    return problems
+
+
+def check_fp16(report: dict, what: str) -> None:
+    problems = _agreement_problems(report, FP16_MIN_ARGMAX_AGREEMENT, FP16_MAX_PROB_ERROR)
     bound = FP16_K * report["torch_half_max_prob_error"] + FP16_ATOL
     if report["max_prob_error_vs_torch_fp32"] > bound:
         problems.append(f"error vs torch fp32 {report['max_prob_error_vs_torch_fp32']:.3g} > "
@@ -192,11 +198,7 @@ def int8_parity(fp32_path: Path, int8_path: Path, batches: list[dict]) -> dict:
 
 
 def check_int8(report: dict, what: str) -> None:
-    problems = []
-    if report["argmax_agreement"] < INT8_MIN_ARGMAX_AGREEMENT:
-        problems.append(f"argmax agreement with fp32 {report['argmax_agreement']:.4f} < {INT8_MIN_ARGMAX_AGREEMENT}")
-    if report["max_prob_error"] > INT8_MAX_PROB_ERROR:
-        problems.append(f"max prob error {report['max_prob_error']:.3g} > {INT8_MAX_PROB_ERROR:g}")
+    problems = _agreement_problems(report, INT8_MIN_ARGMAX_AGREEMENT, INT8_MAX_PROB_ERROR)
     if problems:
         raise ParityError(f"{what}: INT8 ONNX is not accurate enough on the held-out clips: " + "; ".join(problems) +
                           ". Calibrate on more clips (export/int8.py CALIBRATION_CLIPS), keep more convolutions "
