@@ -100,12 +100,20 @@ def quantize_file(fp32_path, int8_path, calibration: list) -> dict:
                         op_types_to_quantize=["Conv"], nodes_to_quantize=quantize,
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        model = onnx.load(str(partial))
+        # the pre-pass declares every domain ONNX Runtime knows (com.microsoft.nchwc, ai.onnx.preview,
+        # ...); keep only those a node uses, so an older runtime (JetPack's) has nothing unknown to refuse
+        used = {node.domain for node in model.graph.node} | {""}
+        kept = [opset for opset in model.opset_import if opset.domain in used]
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+        model.ir_version = onnx.load(str(fp32_path), load_external_data=False).ir_version   # what export wrote
+        onnx.save(model, str(partial))
         os.replace(partial, int8_path)
     finally:
         for leftover in (partial, prepared):
             if leftover.exists():
                 leftover.unlink()
-    model = onnx.load(str(int8_path))
     counts = {}
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1

@@ -167,6 +167,9 @@ def test_int8_file_quantizes_every_conv_but_the_shortest_and_agrees_with_fp32(ti
     path = tiny_export / "model.int8.onnx"
     assert entry["path"] == path.name and entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     model = onnx.load(str(path))
+    # loadable where model.onnx is (JetPack's older onnxruntime): same IR, no foreign domains
+    assert model.ir_version == onnx.load(str(tiny_export / "model.onnx")).ir_version == 8
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]
     sources = _conv_sources(model)
     # the first face conv (1 x 3 x 3 = 9 < MIN_REDUCTION) stays fp32, the 6 others are fed by DequantizeLinear
     assert entry["fp32_convs"] == {"/inner/frame_convs.0/Conv": 9} and int8.MIN_REDUCTION > 9
