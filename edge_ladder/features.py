@@ -101,8 +101,9 @@ def read_splits(features_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_split(features_dir: Path, split: str) -> list[Clip]:
-    """All clips of one split ('train', 'dev', 'test' or 'all'), arrays loaded into memory."""
+def load_split(features_dir: Path, split: str, limit: int | None = None) -> list[Clip]:
+    """All clips of one split ('train', 'dev', 'test' or 'all'), arrays loaded into memory; with
+    `limit`, at most that many, evenly spread over the split, and only those are read."""
     features_dir = Path(features_dir)
     manifest = read_manifest(features_dir)
     if split == "all":
@@ -112,10 +113,11 @@ def load_split(features_dir: Path, split: str) -> list[Clip]:
         if split not in ("train", "dev", "test"):
             raise FeaturesError(f"split must be one of train, dev, test, all; got {split!r}")
         actors = set(map(str, splits[split]))
+    entries = [entry for entry in manifest["clips"] if actors is None or str(entry["actor"]) in actors]
+    if limit is not None and len(entries) > limit:
+        entries = [entries[i] for i in np.unique(np.linspace(0, len(entries) - 1, limit).round().astype(int))]
     clips = []
-    for entry in manifest["clips"]:
-        if actors is not None and str(entry["actor"]) not in actors:
-            continue
+    for entry in entries:
         with np.load(features_dir / entry["file"]) as data:
             clips.append(Clip(id=entry["id"], actor=str(entry["actor"]), label=int(entry["label"]),
                               audio=data["audio"].astype(np.float32),

@@ -43,5 +43,5 @@ def int8_summary(report: dict):
     """export.json's int8 outcome in one value: the check's figures, or why there is no file."""
     file, checked = report["files"]["int8"], report["parity"]["int8"]
     if "path" in file:
-        return {key: checked[key] for key in ("argmax_agreement", "max_prob_error")}
+        return {key: checked[key] for key in ("argmax_agreement", "decisive_agreement", "max_prob_error")}
     return file.get("skipped") or f"rejected: {file['rejected']}"

@@ -36,23 +36,32 @@ CALIBRATION_CLIPS = 64
 CALIBRATION_SPLIT = "train"
 
 
+class CalibrationError(EdgeLadderError):
+    """No calibration data: there is nothing to quantize against."""
+
+
 def calibration_batches(features_dir, split: str = CALIBRATION_SPLIT, limit: int = CALIBRATION_CLIPS) -> list:
-    """Up to `limit` clips of `split`, evenly spread over it, each a B=1 input dict (float32)."""
-    clips = load_split(Path(features_dir), split)
+    """Up to `limit` clips of `split`, evenly spread over it (only those are read), each a B=1
+    input dict (float32)."""
+    clips = load_split(Path(features_dir), split, limit=limit)
     if len(clips) < 2:
-        raise EdgeLadderError(f"INT8 calibration needs clips of the {split!r} split of {features_dir}; found "
-                              f"{len(clips)}. Export with the features directory training used, or pass --no-int8.")
-    picks = np.unique(np.linspace(0, len(clips) - 1, min(limit, len(clips))).round().astype(int))
+        raise CalibrationError(f"INT8 calibration needs clips of the {split!r} split of {features_dir}; found "
+                               f"{len(clips)}. Export with the features directory training used, or pass --no-int8.")
     batches = []
-    for index in picks:
-        batch = batch_clips([clips[index]])
+    for clip in clips:
+        batch = batch_clips([clip])
         batches.append({name: np.ascontiguousarray(batch[name], dtype=np.float32) for name in INPUT_NAMES})
     return batches
 
 
 def conv_plan(model) -> tuple:
-    """(names of Conv nodes to quantize, {name: reduction length} of those kept fp32)."""
+    """(names of Conv nodes to quantize, {name: reduction length} of those kept fp32). The
+    quantizer selects nodes by name: every Conv must have a unique, non-empty one."""
     weights = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    names = [node.name for node in model.graph.node if node.op_type == "Conv"]
+    if "" in names or len(set(names)) != len(names):
+        raise EdgeLadderError(f"INT8 selects convolutions by node name, but this graph's Conv names are empty or "
+                              f"repeated ({names}); re-export model.onnx with `edge-ladder export`.")
     quantize, keep = [], {}
     for node in model.graph.node:
         if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
@@ -117,9 +126,20 @@ def quantize_file(fp32_path, int8_path, calibration: list) -> dict:
     counts = {}
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    done = quantized_convs(model)
+    if sorted(done) != sorted(quantize):
+        raise EdgeLadderError(f"the quantizer made {sorted(done)} int8, not the planned {sorted(quantize)}; "
+                              f"this onnxruntime ({require('onnxruntime').__version__}) selects differently.")
     return {"format": "QDQ", "weights": "int8, symmetric, per output channel",
             "activations": "int8, symmetric", "calibration": {"method": "minmax", "split": CALIBRATION_SPLIT,
                                                                "clips": len(calibration)},
-            "quantized_convs": quantize, "fp32_convs": keep, "min_reduction": MIN_REDUCTION,
+            "quantized_convs": done, "fp32_convs": keep, "min_reduction": MIN_REDUCTION,
             "quantize_linear_nodes": counts.get("QuantizeLinear", 0),
             "dequantize_linear_nodes": counts.get("DequantizeLinear", 0)}
+
+
+def quantized_convs(model) -> list:
+    """Names of the Conv nodes of a QDQ graph whose data and weight inputs come from DequantizeLinear."""
+    producer = {out: node.op_type for node in model.graph.node for out in node.output}
+    return [node.name for node in model.graph.node if node.op_type == "Conv"
+            and all(producer.get(name) == "DequantizeLinear" for name in node.input[:2])]
