@@ -22,7 +22,7 @@ SUBCOMMANDS = {
     "prepare": ("edge_ladder.prepare", "CREMA-D directory -> features directory (log-mel + face crops)"),
     "train": ("edge_ladder.train", "train the cross-modal ladder network"),
     "evaluate": ("edge_ladder.evaluate", "evaluate a checkpoint on a split"),
-    "export": ("edge_ladder.export.cli", "checkpoint -> pruned ONNX fp32 + fp16 (+ export.json)"),
+    "export": ("edge_ladder.export.cli", "checkpoint -> pruned ONNX fp32 + fp16 + int8 (+ export.json)"),
     "build-engine": ("edge_ladder.export.cli_engine", "ONNX -> TensorRT engine (+ sidecar JSON)"),
     "infer": ("edge_ladder.runtime.cli", "run a model on clips (WAV + FLV), print JSON or write CSV"),
     "bench": ("edge_ladder.bench", "latency benchmark (trtexec-style statistics)"),

@@ -83,8 +83,10 @@ def run_demo(out, actors: int = 16, clips_per_actor: int = 24, epochs: int = 12,
     evaluation = exported["evaluation"]  # macro-F1 of torch and the ONNX files through ONNX Runtime
     torch_f1 = evaluation["torch"]["macro_f1"]
     onnx_files = [("model.onnx", "onnx_fp32"), ("model.fp16.onnx", "onnx_fp16"), ("model.int8.onnx", "onnx_int8")]
-    if "onnx_int8" not in evaluation:     # refused by its accuracy check (export printed why)
+    int8_file = exported["files"]["int8"]
+    if "path" not in int8_file:           # refused or skipped: export printed why; summary.json says it
         onnx_files.pop()
+        print(f"  model.int8.onnx  not written: {int8_file.get('rejected') or int8_file.get('skipped')}")
     for name, key in onnx_files:
         print(f"  {name:16s} macro-F1 {evaluation[key]['macro_f1']:.4f}  (PyTorch {torch_f1:.4f}, "
               f"difference {evaluation[key]['macro_f1'] - torch_f1:+.4f})")
@@ -119,7 +121,8 @@ def run_demo(out, actors: int = 16, clips_per_actor: int = 24, epochs: int = 12,
                           "pytorch_video_only": metrics["video"]["macro_f1"],
                           "onnx_fp32": evaluation["onnx_fp32"]["macro_f1"],
                           "onnx_fp16": evaluation["onnx_fp16"]["macro_f1"],
-                          **({"onnx_int8": evaluation["onnx_int8"]["macro_f1"]} if "onnx_int8" in evaluation else {})},
+                          "onnx_int8": evaluation["onnx_int8"]["macro_f1"] if "onnx_int8" in evaluation else None},
+        "int8": int8_file,
         "params": params, "flops": flops, "parity": exported.get("parity"),
         "speedup": report.get("speedup"),
         "speedup_definition": report.get("speedup_definition"),

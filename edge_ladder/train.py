@@ -231,7 +231,17 @@ def plot_confusion(report: dict, path: Path, title: str) -> None:
 
 
 def train(config: TrainConfig) -> Path:
-    """Train; write RUN_DIR/checkpoint.pt, last.pt, metrics.json, confusion.png -> RUN_DIR."""
+    """Train; write RUN_DIR/checkpoint.pt, last.pt, metrics.json, confusion.png -> RUN_DIR.
+    On CUDA cuDNN runs deterministic kernels meanwhile; its global flags are restored after."""
+    cudnn = _torch().backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    try:
+        return _train(config)
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
+
+
+def _train(config: TrainConfig) -> Path:
     torch = _torch()
     from .metrics import classification_report
     from .model import LadderNet, checkpoint_dict, load_checkpoint, model_config

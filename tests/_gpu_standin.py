@@ -46,6 +46,8 @@ class _ThreadBuffers:
 class DeviceFedOnnxModel(OnnxModel):
     """See the module docstring. io_dtype: the dtype of the audio and face device buffers."""
 
+    backend = "onnxruntime-device-fed (test stand-in, not TensorRT)"
+
     def __init__(self, path, io_dtype=np.float32, device: int = 0):
         super().__init__(path, intra_op_threads=1)
         self.io_dtype = np.dtype(io_dtype)

@@ -143,7 +143,7 @@ def choose_frontend(model: Model, requested: str) -> tuple:
             check_available(model)
         except GpuFrontEndError as error:
             return "numpy", f"auto: CUDA kernels not usable ({error})"
-        return "kernels-cuda", "auto: TensorRT model and kernels built with CUDA"
+        return "kernels-cuda", f"auto: {model.backend} model with device input buffers and kernels built with CUDA"
     if not kernels.is_built():
         raise StreamError(f"frontend='kernels' needs the kernels library, which is not built. Build it with: "
                           f"{kernels.BUILD_COMMAND}; or use frontend='numpy'.")
