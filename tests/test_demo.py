@@ -43,3 +43,21 @@ def test_demo_resumes_without_retraining(demo_dir, capsys):
     assert checkpoint.stat().st_mtime_ns == before
     out = capsys.readouterr().out
     assert "skipping training" in out and "5 actors" in out
+
+
+def test_demo_without_an_int8_file_says_why(demo_dir, tmp_path, monkeypatch, capsys):
+    """export refuses int8 (here: an impossible accuracy bar): the demo benches the other three and
+    summary.json records why there is no int8 file."""
+    import shutil
+    from edge_ladder.export import parity
+    copy = tmp_path / "demo"
+    shutil.copytree(demo_dir, copy)
+    monkeypatch.setattr(parity, "INT8_MAX_PROB_ERROR", 0.0)
+    run_demo(copy, actors=5, clips_per_actor=6, epochs=2, bench_seconds=0.2, workers=1)
+    assert "model.int8.onnx  not written: ParityError" in capsys.readouterr().out
+    assert not (copy / "export/model.int8.onnx").exists()
+    summary = json.loads((copy / "summary.json").read_text())
+    assert summary["test_macro_f1"]["onnx_int8"] is None and "max prob error" in summary["int8"]["rejected"]
+    compare = json.loads((copy / "bench/compare.json").read_text())
+    assert [run["model"].rsplit("/", 1)[-1] for run in compare["runs"]] == ["checkpoint.pt", "model.onnx",
+                                                                           "model.fp16.onnx"]
