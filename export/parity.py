@@ -59,6 +59,39 @@ def run_torch(module, inputs: dict, dtype=None) -> tuple[np.ndarray, np.ndarray]
     return logits.numpy(), torch.softmax(logits, dim=-1).numpy()
 
 
+class Runs:
+    """(logits, probs) of the torch module and of each exported file on a fixed list of input
+    batches, each computed once: one export's parity checks and task metrics read the same runs.
+
+        runs = Runs(module, held_out + random_batches())
+        runs.torch()                          # all batches
+        runs.onnx("fp32", path, count=n)      # the first n batches (e.g. only the held-out ones)
+    """
+
+    def __init__(self, module, batches: list[dict]):
+        self.module, self.batches = module, list(batches)
+        self._outputs: dict = {}
+        self._sessions: dict = {}
+
+    def torch(self, count: int | None = None) -> list:
+        return self._get("torch", lambda inputs: run_torch(self.module, inputs), count)
+
+    def onnx(self, name: str, path: Path, count: int | None = None) -> list:
+        """`name` keys the runs ('fp32', 'fp16', 'int8'): a file renamed after its check is not re-run."""
+        def run(inputs):
+            if name not in self._sessions:
+                self._sessions[name] = onnx_session(path)
+            return run_onnx(self._sessions[name], inputs)
+        return self._get(name, run, count)
+
+    def _get(self, key: str, run, count: int | None) -> list:
+        count = len(self.batches) if count is None else count
+        done = self._outputs.setdefault(key, [])
+        for inputs in self.batches[len(done):count]:
+            done.append(run(inputs))
+        return done[:count]
+
+
 def split_batches(features_dir: Path, split: str, batch_size: int = 16) -> tuple[list[dict], np.ndarray]:
     """Held-out clips as padded input batches, and their labels."""
     clips = load_split(Path(features_dir), split)
@@ -91,17 +124,13 @@ def random_batches(seed: int = 0) -> list[dict]:
     return out
 
 
-def fp32_parity(module, onnx_path: Path, batches: list[dict]) -> dict:
+def fp32_parity(runs: Runs, onnx_path: Path) -> dict:
     """Max/mean abs error of the fp32 file's logits and probs against the torch module."""
-    session = onnx_session(onnx_path)
-    errors = []
-    for inputs in batches:
-        ref_logits, ref_probs = run_torch(module, inputs)
-        logits, probs = run_onnx(session, inputs)
-        errors.append(np.concatenate([np.abs(logits - ref_logits).ravel(), np.abs(probs - ref_probs).ravel()]))
+    errors = [np.concatenate([np.abs(logits - ref_logits).ravel(), np.abs(probs - ref_probs).ravel()])
+              for (ref_logits, ref_probs), (logits, probs) in zip(runs.torch(), runs.onnx("fp32", onnx_path))]
     errors = np.concatenate(errors)
     return {"max_abs_error": float(errors.max()), "mean_abs_error": float(errors.mean()),
-            "tolerance": FP32_MAX_ABS_ERROR, "samples": int(sum(len(b["audio"]) for b in batches))}
+            "tolerance": FP32_MAX_ABS_ERROR, "samples": int(sum(len(b["audio"]) for b in runs.batches))}
 
 
 def torch_half_reference(module, batches: list[dict]) -> tuple[str, list[np.ndarray]]:
@@ -121,16 +150,13 @@ def torch_half_reference(module, batches: list[dict]) -> tuple[str, list[np.ndar
     return "torch autocast bfloat16 (CPU has no fp16 kernel for some op)", out
 
 
-def fp16_parity(module, fp32_path: Path, fp16_path: Path, batches: list[dict]) -> dict:
+def fp16_parity(runs: Runs, fp32_path: Path, fp16_path: Path) -> dict:
     """Agreement of the fp16 file with the fp32 file, and its error against the torch fp32
     reference relative to a torch half-precision run's error."""
-    s32, s16 = onnx_session(fp32_path), onnx_session(fp16_path)
-    reference_name, half_probs = torch_half_reference(module, batches)
+    reference_name, half_probs = torch_half_reference(runs.module, runs.batches)
     agree, count, err_vs_fp32, err_vs_ref, err_half = 0, 0, [], [], []
-    for inputs, probs_half in zip(batches, half_probs):
-        _, probs32 = run_onnx(s32, inputs)
-        _, probs16 = run_onnx(s16, inputs)
-        _, probs_ref = run_torch(module, inputs)
+    for (_, probs32), (_, probs16), (_, probs_ref), probs_half in zip(
+            runs.onnx("fp32", fp32_path), runs.onnx("fp16", fp16_path), runs.torch(), half_probs):
         agree += int((probs16.argmax(1) == probs32.argmax(1)).sum())
         count += len(probs16)
         err_vs_fp32.append(np.abs(probs16 - probs32).ravel())
@@ -174,15 +200,13 @@ def check_fp16(report: dict, what: str) -> None:
                           ". Add the offending op to export/fp16.py FP32_BLOCK_LIST.")
 
 
-def int8_parity(fp32_path: Path, int8_path: Path, batches: list[dict]) -> dict:
-    """The int8 file against the fp32 file on held-out batches (random inputs are not used: the
-    activation ranges were calibrated on real clips): probability errors, argmax agreement over
-    all clips, and over the decisive ones (fp32 top-1 ahead of the runner-up by INT8_DECISIVE_MARGIN)."""
-    s32, s8 = onnx_session(fp32_path), onnx_session(int8_path)
+def int8_parity(runs: Runs, fp32_path: Path, int8_path: Path, count: int) -> dict:
+    """The int8 file against the fp32 file on the first `count` batches of `runs`, the held-out
+    ones (random inputs are not used: the activation ranges were calibrated on real clips):
+    probability errors, argmax agreement over all clips, and over the decisive ones (fp32 top-1
+    ahead of the runner-up by INT8_DECISIVE_MARGIN)."""
     same, decisive, errors = [], [], []
-    for inputs in batches:
-        _, probs32 = run_onnx(s32, inputs)
-        _, probs8 = run_onnx(s8, inputs)
+    for (_, probs32), (_, probs8) in zip(runs.onnx("fp32", fp32_path, count), runs.onnx("int8", int8_path, count)):
         top2 = np.sort(probs32, axis=1)[:, -2:]
         same.append(probs8.argmax(1) == probs32.argmax(1))
         decisive.append(top2[:, 1] - top2[:, 0] >= INT8_DECISIVE_MARGIN)
@@ -216,16 +240,14 @@ def _metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
     return {**classification_report(labels, predictions), "n": int(len(labels))}
 
 
-def evaluate_batches(logits_of, batches: list[dict], labels: np.ndarray) -> dict:
+def evaluate_outputs(outputs: list, labels: np.ndarray) -> dict:
     """edge_ladder.metrics.classification_report (macro_f1, accuracy, per_class, confusion) + 'n'
-    of `logits_of(inputs) -> (B, 6)` over batches already made by split_batches."""
-    predictions = np.concatenate([logits_of(b).argmax(1) for b in batches])
-    return _metrics(labels, predictions)
+    of (logits, probs) per batch of split_batches' batches (e.g. Runs' first len(batches))."""
+    return _metrics(labels, np.concatenate([logits.argmax(1) for logits, _ in outputs]))
 
 
 def evaluate_onnx(onnx_path: Path, features_dir: Path, split: str = "test", batch_size: int = 16) -> dict:
-    """Classification metrics of an ONNX file (fp32 or fp16) on a split, through ONNX Runtime CPU
-    (see evaluate_batches)."""
-    session = onnx_session(onnx_path)
+    """Classification metrics of an ONNX file (fp32, fp16 or int8) on a split, through ONNX Runtime
+    CPU (see evaluate_outputs)."""
     batches, labels = split_batches(features_dir, split, batch_size)
-    return evaluate_batches(lambda b: run_onnx(session, b)[0], batches, labels)
+    return evaluate_outputs(Runs(None, batches).onnx("file", onnx_path), labels)

@@ -88,12 +88,13 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
         held_out, labels = parity.split_batches(features_dir, split)
     else:
         held_out = []
-    batches = held_out + parity.random_batches(seed=int(time.time()) % 10_000)
+    # every model runs once on these; the checks and the metrics below share the runs
+    runs = parity.Runs(inference, held_out + parity.random_batches(seed=int(time.time()) % 10_000))
     fp32_path, fp16_path = out_dir / "model.onnx", out_dir / "model.fp16.onnx"
     fp32_model = onnx_export.export_onnx(deployable, flops.reference_inputs(batch=2, audio_frames=97,
                                                                             video_frames=9), fp32_path, opset)
     ops_fp32 = opcheck.check_trt85(fp32_model, str(fp32_path))
-    fp32_report = parity.fp32_parity(inference, fp32_path, batches)
+    fp32_report = parity.fp32_parity(runs, fp32_path)
     parity.check_fp32(fp32_report, str(fp32_path))
     log(f"{fp32_path}: max |onnx - torch| = {fp32_report['max_abs_error']:.2e} "
         f"(mean {fp32_report['mean_abs_error']:.2e}) over {fp32_report['samples']} samples")
@@ -102,7 +103,7 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
     precision = fp16.convert_file(fp32_path, fp16_path)
     fp16_model = onnx.load(str(fp16_path))
     ops_fp16 = opcheck.check_trt85(fp16_model, str(fp16_path))
-    fp16_report = parity.fp16_parity(inference, fp32_path, fp16_path, batches)
+    fp16_report = parity.fp16_parity(runs, fp32_path, fp16_path)
     parity.check_fp16(fp16_report, str(fp16_path))
     log(f"{fp16_path}: argmax agreement {fp16_report['argmax_agreement']:.4f}, max |p16 - p32| = "
         f"{fp16_report['max_prob_error']:.2e} (mean {fp16_report['mean_prob_error']:.2e}); vs torch fp32 "
@@ -123,7 +124,7 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
     else:
         try:
             quantized = int8_module.quantize_file(fp32_path, candidate, int8_module.calibration_batches(features_dir))
-            int8_report = parity.int8_parity(fp32_path, candidate, held_out)
+            int8_report = parity.int8_parity(runs, fp32_path, candidate, count=len(held_out))
             parity.check_int8(int8_report, str(int8_path))
         except int8_module.CalibrationError as error:
             int8_file = {"skipped": str(error)}
@@ -148,15 +149,13 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
     # 5. task metrics on the split
     evaluation = None
     if features_dir is not None:
-        sessions = {"onnx_fp32": parity.onnx_session(fp32_path), "onnx_fp16": parity.onnx_session(fp16_path)}
-        if "path" in int8_file:
-            sessions["onnx_int8"] = parity.onnx_session(int8_path)
-        evaluation = {"split": split,
-                      "torch": parity.evaluate_batches(lambda b: parity.run_torch(inference, b)[0], held_out, labels)}
-        for key, session in sessions.items():
-            evaluation[key] = parity.evaluate_batches(lambda b: parity.run_onnx(session, b)[0], held_out, labels)
+        files = {"fp32": fp32_path, "fp16": fp16_path, **({"int8": int8_path} if "path" in int8_file else {})}
+        count = len(held_out)
+        evaluation = {"split": split, "torch": parity.evaluate_outputs(runs.torch(count), labels)}
+        for name, path in files.items():     # int8: its candidate's runs (same bytes, renamed)
+            evaluation[f"onnx_{name}"] = parity.evaluate_outputs(runs.onnx(name, path, count), labels)
         log(f"macro-F1 on {split}: torch {evaluation['torch']['macro_f1']:.4f}, " +
-            ", ".join(f"{key[5:]} ONNX {evaluation[key]['macro_f1']:.4f}" for key in sessions))
+            ", ".join(f"{name} ONNX {evaluation[f'onnx_{name}']['macro_f1']:.4f}" for name in files))
 
     signature = onnx_export.io_signature(fp32_model)
     report = {

@@ -236,7 +236,8 @@ def test_int8_with_broken_calibration_is_caught(decisive_export, tiny_features, 
                    for b in int8.calibration_batches(tiny_features)]
     int8.quantize_file(export_dir / "model.onnx", tmp_path / "broken.onnx", calibration)
     held_out, _ = parity.split_batches(tiny_features, "test")
-    checked = parity.int8_parity(export_dir / "model.onnx", tmp_path / "broken.onnx", held_out)
+    checked = parity.int8_parity(parity.Runs(None, held_out), export_dir / "model.onnx", tmp_path / "broken.onnx",
+                                 count=len(held_out))
     with pytest.raises(parity.ParityError, match="not accurate enough"):
         parity.check_int8(checked, "broken.onnx")
 
@@ -265,7 +266,7 @@ def test_int8_failing_anywhere_leaves_no_file_and_keeps_fp32_fp16(tiny_run, tiny
     partial file beside fp32/fp16/export.json, and export.json says what happened."""
     from edge_ladder.export import export_checkpoint, parity
 
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise RuntimeError("quantizer exploded")
     monkeypatch.setattr(parity, "int8_parity", broken)
     lines = []
