@@ -98,32 +98,21 @@ def test_log_mel_host(benchmark, library):
 
 
 @pytest.mark.gpu
-def test_log_mel_cuda(benchmark, library):
+@pytest.mark.parametrize("upload", [False, True], ids=["kernel", "with_upload"])
+def test_log_mel_cuda(benchmark, library, upload):
+    """The kernel with the PCM already on the device, or with its host->device copy included."""
     benchmark.group = "log-mel 2 s"
     pcm = _pcm()
     with kernels.DeviceBuffer.from_array(pcm) as pcm_dev, kernels.upload_filterbank() as filterbank, \
             kernels.DeviceBuffer(198 * 80 * 2) as audio:
         def run():
+            if upload:
+                pcm_dev.upload(pcm)
             kernels.log_mel_device(pcm_dev, pcm.size, np.int16, filterbank, audio, out_dtype=np.float16,
                                    time_capacity=198)
             kernels.synchronize()
         benchmark(run)
-        _record(benchmark, "log-mel 2 s", "cuda kernel")
-
-
-@pytest.mark.gpu
-def test_log_mel_cuda_with_upload(benchmark, library):
-    benchmark.group = "log-mel 2 s"
-    pcm = _pcm()
-    with kernels.DeviceBuffer(pcm.nbytes) as pcm_dev, kernels.upload_filterbank() as filterbank, \
-            kernels.DeviceBuffer(198 * 80 * 2) as audio:
-        def run():
-            pcm_dev.upload(pcm)
-            kernels.log_mel_device(pcm_dev, pcm.size, np.int16, filterbank, audio, out_dtype=np.float16,
-                                   time_capacity=198)
-            kernels.synchronize()
-        benchmark(run)
-        _record(benchmark, "log-mel 2 s", "cuda + H2D pcm")
+        _record(benchmark, "log-mel 2 s", "cuda + H2D pcm" if upload else "cuda kernel")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,29 +135,18 @@ def test_faces_host(benchmark, library):
 
 
 @pytest.mark.gpu
-def test_faces_cuda(benchmark, library):
+@pytest.mark.parametrize("upload", [False, True], ids=["kernel", "with_upload"])
+def test_faces_cuda(benchmark, library, upload):
+    """The kernel with the frame already on the device, or with its host->device copy included."""
     benchmark.group = "faces 1080p x4"
     frame, boxes = _frame_and_boxes()
     slots = [[0, t] for t in range(4)]
     with kernels.DeviceBuffer.from_array(frame) as frame_dev, kernels.DeviceBuffer(4 * 48 * 48 * 2) as face:
         def run():
+            if upload:
+                frame_dev.upload(frame)
             kernels.face_crops_device(frame_dev, 1080, 1920, 1920 * 3, boxes, slots, face, out_batch=1,
                                       out_time=4, out_dtype=np.float16)
             kernels.synchronize()
         benchmark(run)
-        _record(benchmark, "faces 1080p x4", "cuda kernel")
-
-
-@pytest.mark.gpu
-def test_faces_cuda_with_upload(benchmark, library):
-    benchmark.group = "faces 1080p x4"
-    frame, boxes = _frame_and_boxes()
-    slots = [[0, t] for t in range(4)]
-    with kernels.DeviceBuffer(frame.nbytes) as frame_dev, kernels.DeviceBuffer(4 * 48 * 48 * 2) as face:
-        def run():
-            frame_dev.upload(frame)
-            kernels.face_crops_device(frame_dev, 1080, 1920, 1920 * 3, boxes, slots, face, out_batch=1,
-                                      out_time=4, out_dtype=np.float16)
-            kernels.synchronize()
-        benchmark(run)
-        _record(benchmark, "faces 1080p x4", "cuda + H2D frame")
+        _record(benchmark, "faces 1080p x4", "cuda + H2D frame" if upload else "cuda kernel")
