@@ -14,6 +14,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from edge_ladder.errors import EdgeLadderError  # noqa: E402
 from edge_ladder.export import engine, fp16, opcheck, shapes  # noqa: E402
 
 
@@ -485,6 +486,9 @@ def test_int8_plan_keeps_short_reductions_in_fp32():
                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)], inits)
     quantize, keep = int8.conv_plan(helper.make_model(graph))
     assert quantize == ["deep", "depthwise"] and keep == {"gray": 9, "pointwise": 12}
+    graph.node[1].name = "gray"                         # the quantizer selects by name: refused
+    with pytest.raises(EdgeLadderError, match="empty or repeated"):
+        int8.conv_plan(helper.make_model(graph))
 
 
 def test_int8_calibration_takes_single_train_clips(tiny_features):
