@@ -64,14 +64,21 @@ def feed_live(stream, pcm, frames, times, seed, audio_dtype=np.int16, t_offset=0
     return predictions
 
 
-def offline_window(pcm, frames10, t_start, t_end, detector, silence_dbfs=None):
-    """The offline path (media + frontend) on the same window: samples [s0, s1), ticks [k0, k1)."""
+def offline_clip(pcm, frames10, detector):
+    """The offline path on the whole recording, as prepare and infer compute it: log-mel of all
+    samples, the tracking rule over all model-rate frames, their crops."""
+    face, valid = media.face_features(frames10, detector.track(frames10))
+    return frontend.log_mel(pcm), face, valid
+
+
+def offline_window(offline, t_start, t_end):
+    """The offline features' slice for window [t_start, t_end): audio frames of samples
+    [s0, s1), ticks k with t_start <= k / 10 < t_end."""
+    audio, face, valid = offline
     s0, s1 = round(t_start * frontend.SAMPLE_RATE), round(t_end * frontend.SAMPLE_RATE)
-    k0, k1 = round(t_start * frontend.VIDEO_FPS), round(t_end * frontend.VIDEO_FPS)
-    audio = frontend.log_mel(pcm[s0:s1])
-    window_frames = frames10[k0:k1]
-    face, valid = media.face_features(window_frames, detector.track(window_frames))
-    return batch_inputs([audio], [face], [valid])
+    f0, n = s0 // frontend.HOP, frontend.n_audio_frames(s1 - s0)
+    k0, k1 = round(t_start * frontend.VIDEO_FPS), int(np.ceil(t_end * frontend.VIDEO_FPS - 1e-9))
+    return batch_inputs([audio[f0:f0 + n]], [face[k0:k1]], [valid[k0:k1]])
 
 
 @pytest.mark.parametrize("window_s, hop_s, seed", [(2.0, 0.5, 0), (1.0, 0.3, 1), (0.7, 0.2, 2)])
@@ -84,12 +91,14 @@ def test_stream_windows_equal_the_offline_path(model, clip, window_s, hop_s, see
     expected_windows = int((len(pcm) - stream.window_samples) // stream.hop_samples) + 1
     assert len(predictions) == expected_windows >= 1
     compared = 0
-    detector = FaceDetector()
+    whole = offline_clip(pcm, frames10, FaceDetector())
     for p in predictions:
         assert p.t_end - p.t_start == pytest.approx(window_s)
         if p.t_end > duration + 1e-9:
             continue
-        feeds = offline_window(pcm, frames10, p.t_start, p.t_end, detector)
+        feeds = offline_window(whole, p.t_start, p.t_end)
+        s0, s1 = round(p.t_start * frontend.SAMPLE_RATE), round(p.t_end * frontend.SAMPLE_RATE)
+        np.testing.assert_array_equal(feeds["audio"][0], frontend.log_mel(pcm[s0:s1]))
         for name, value in feeds.items():
             np.testing.assert_array_equal(p.inputs[name], value, err_msg=f"{name} at t={p.t_start}")
         assert p.inputs["face_mask"].sum() > 0, "the generated clip shows a face"
