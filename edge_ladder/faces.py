@@ -29,9 +29,10 @@ from .errors import EdgeLadderError
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 CASCADE_WINDOW = 24         # pixels: the training window of the frontal-face cascades
-TRACK_FACE_PX = 32          # the region search shrinks the last face to this side: the cascade's
-                            # window plus room for the face to shrink 25 % between ticks
-TRACK_GROWTH = 1.6          # ... and to grow by up to this factor
+TRACK_FACE_PX = 26          # the region search shrinks the last face to about this side (by a whole
+                            # factor, OpenCV's fast area resize): just above the cascade's 24-px window
+TRACK_GROWTH = 1.4          # ... and finds faces up to this factor larger
+TRACK_SCALE_FACTOR = 1.25   # pyramid step of the region search (its 3-4 levels span 24 px .. growth)
 CHANNEL_ORDERS = ("bgr", "rgb", "gray")
 
 
@@ -53,12 +54,12 @@ class FaceDetector:
     redetect_every: ticks between full-frame detections while a face is tracked or none is
                     seen (FaceTracker); 1 = full-frame detection on every tick (no tracking).
     search_margin:  the region searched around the last box reaches this many face sides
-                    beyond it on each side (0.5: a square of twice the face's side).
+                    beyond it on each side (0.3: a square of 1.6 times the face's side).
     """
 
     def __init__(self, min_size: int = 48, scale_factor: float = 1.15, min_neighbors: int = 3,
                  detect_width: int | None = 320, max_reuse: int = 5, cascade: str = DEFAULT_CASCADE,
-                 redetect_every: int = 10, search_margin: float = 0.5):
+                 redetect_every: int = 10, search_margin: float = 0.3):
         cv2 = require("cv2")
         path = Path(cascade)
         if not path.is_file():
@@ -95,7 +96,8 @@ class FaceDetector:
         code = self._cv2.COLOR_BGR2GRAY if channel_order != "rgb" else self._cv2.COLOR_RGB2GRAY
         return self._cv2.cvtColor(frame, code)
 
-    def _largest(self, gray: np.ndarray, scale: float, min_side: int, max_side: int = 0):
+    def _largest(self, gray: np.ndarray, scale: float, min_side: int, max_side: int = 0,
+                 scale_factor: Optional[float] = None):
         """Detect in `gray` shrunk by `scale`; the largest face in unshrunk pixels, or None."""
         cv2 = self._cv2
         if scale < 1.0:
@@ -104,8 +106,9 @@ class FaceDetector:
         if min(gray.shape) < min_side:
             return None
         gray = cv2.equalizeHist(gray)
-        found = self._cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                               minSize=(min_side, min_side), maxSize=(max_side, max_side))
+        found = self._cascade.detectMultiScale(gray, scaleFactor=scale_factor or self.scale_factor,
+                                               minNeighbors=self.min_neighbors, minSize=(min_side, min_side),
+                                               maxSize=(max_side, max_side))
         if len(found) == 0:
             return None
         x, y, w, h = max(np.asarray(found, dtype=np.float64), key=lambda b: b[2] * b[3])
@@ -124,22 +127,26 @@ class FaceDetector:
         return self._largest(gray, scale, max(CASCADE_WINDOW, int(round(self.min_size * scale))))
 
     def detect_near(self, frame: np.ndarray, box, channel_order: str = "bgr"):
-        """The largest face in a region around `box` (x, y, w, h), or None: the region reaches
-        search_margin face sides beyond the box and is shrunk so a face of the box's size is
-        TRACK_FACE_PX pixels, just above the cascade's window; faces from 0.75x to 1.6x the box's
-        size are found. Boxes in pixels of the whole frame."""
+        """The largest face in a region around `box` (x, y, w, h), or None. The region reaches
+        search_margin face sides beyond the box and is shrunk by the whole factor that makes a
+        face of the box's size about TRACK_FACE_PX pixels (26-52 px: just above the cascade's
+        24-px window); faces from the window up to TRACK_GROWTH x the box's size are found.
+        Boxes in pixels of the whole frame."""
         frame = np.asarray(frame)
         height, width = frame.shape[:2]
         x, y, w, h = (float(v) for v in box)
         side = max(w, h)
+        shrink = max(1, int(side // TRACK_FACE_PX))
         reach = self.search_margin * side
         x0, y0 = max(0, math.floor(x - reach)), max(0, math.floor(y - reach))
         x1, y1 = min(width, math.ceil(x + w + reach)), min(height, math.ceil(y + h + reach))
-        if x1 - x0 < CASCADE_WINDOW or y1 - y0 < CASCADE_WINDOW:
+        # a whole multiple of the shrink factor: OpenCV's area resize then takes its fast path
+        x1, y1 = x0 + (x1 - x0) // shrink * shrink, y0 + (y1 - y0) // shrink * shrink
+        if x1 - x0 < CASCADE_WINDOW * shrink or y1 - y0 < CASCADE_WINDOW * shrink:
             return None
         gray = self._gray(frame[y0:y1, x0:x1], channel_order)
-        scale = min(1.0, TRACK_FACE_PX / side)
-        found = self._largest(gray, scale, CASCADE_WINDOW, int(TRACK_FACE_PX * TRACK_GROWTH))
+        found = self._largest(gray, 1.0 / shrink, CASCADE_WINDOW, int(side / shrink * TRACK_GROWTH),
+                              TRACK_SCALE_FACTOR)
         if found is None:
             return None
         fx, fy, fw, fh = found

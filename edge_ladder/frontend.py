@@ -169,14 +169,17 @@ def face_crop(frame: np.ndarray, box, size: int = FACE_SIZE, channel_order: str 
     fx = (src_x - x0).astype(np.float32)[None, :]
     fy = (src_y - y0).astype(np.float32)[:, None]
 
-    def luma(yy, xx):
-        pix = frame[yy[:, None], xx[None, :]].astype(np.float32)                # (S, S, 3) or (S, S)
-        if gray:
-            return pix
-        return pix[..., 0] * weights[0] + pix[..., 1] * weights[1] + pix[..., 2] * weights[2]
-
-    top = luma(y0, x0) * (1 - fx) + luma(y0, x1) * fx
-    bottom = luma(y1, x0) * (1 - fx) + luma(y1, x1) * fx
+    # the four bilinear neighbours of every sample in one gather: [row y0|y1, S, column x0|x1, S]
+    rows, cols = np.stack([y0, y1])[:, :, None, None], np.stack([x0, x1])[None, None, :, :]
+    if frame.flags.c_contiguous:      # np.take on the pixel list: 4x faster than 2-D fancy indexing
+        pix = np.take(frame.reshape((height * width,) + frame.shape[2:]), rows * width + cols, axis=0)
+    else:
+        pix = frame[rows, cols]
+    pix = pix.astype(np.float32)                                                # (2, S, 2, S[, 3])
+    if not gray:
+        pix = pix[..., 0] * weights[0] + pix[..., 1] * weights[1] + pix[..., 2] * weights[2]
+    top = pix[0, :, 0] * (1 - fx) + pix[0, :, 1] * fx
+    bottom = pix[1, :, 0] * (1 - fx) + pix[1, :, 1] * fx
     crop = (top * (1 - fy) + bottom * fy) / 255.0                               # (S, S) in [0, 1]
     return standardise_crop(crop)
 

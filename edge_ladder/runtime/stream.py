@@ -97,7 +97,9 @@ class Prediction:
     smoothed_probs: np.ndarray        # (6,) exponential moving average over windows
     smoothed_label: str
     presence: tuple                   # (audio present, face present)
-    timings: Dict[str, float] = field(default_factory=dict)   # ms; 'latency': due -> Prediction
+    # ms: the model's (and 'preprocess'), 'latency': from the entry of the feed call that made the
+    # window due to this Prediction (wall), 'latency_cpu': the same in CPU time of that thread
+    timings: Dict[str, float] = field(default_factory=dict)
     inputs: Optional[Dict[str, np.ndarray]] = None            # the five model inputs (keep_inputs=True)
     frontend: str = "numpy"                                   # the front-end that computed them
     skipped: int = 0                  # windows skipped just before this one (a forward jump in audio time)
@@ -165,6 +167,8 @@ class _Job:
     tick_end: int                     # the window's ticks are [tick_end - len(ticks), tick_end)
     skipped: int
     entered: float                    # perf_counter at the entry of the feed call that made it due
+    entered_cpu: float                # cpu_clock() then, in that call's thread
+    thread: int                       # that thread's id
     partial: bool = False
 
 
@@ -278,13 +282,17 @@ class Stream:
     end (in audio time) it may wait for late frames (default 0.3 s, a USB camera; 0 = never
     wait). channel_order: "bgr" (OpenCV), "rgb" or "gray" frames. max_clock_skew_s: a frame
     farther than this from the audio clock is refused as a clock mistake (None: never).
+    cpu_clock: the clock stats() charges the stages with (time.thread_time: the feeding
+    threads' own CPU; time.process_time counts OpenCV's worker threads too, when nothing else
+    in the process runs meanwhile).
     """
 
     def __init__(self, model: Model, window_s: float = 2.0, hop_s: float = 0.5, smoothing: float = 0.5,
                  detector=None, silence_dbfs: Optional[float] = -60.0, max_frame_gap_s: float = 0.25,
                  sample_rate: int = frontend.SAMPLE_RATE, keep_inputs: bool = False,
                  frontend: str = "numpy", video_latency_s: float = DEFAULT_VIDEO_LATENCY_S,
-                 channel_order: str = "bgr", max_clock_skew_s: Optional[float] = DEFAULT_MAX_CLOCK_SKEW_S):
+                 channel_order: str = "bgr", max_clock_skew_s: Optional[float] = DEFAULT_MAX_CLOCK_SKEW_S,
+                 cpu_clock=time.thread_time):
         requested_frontend, frontend = frontend, _frontend_module
         fps = frontend.VIDEO_FPS
         if sample_rate != frontend.SAMPLE_RATE:
@@ -316,6 +324,7 @@ class Stream:
         self.max_clock_skew_s = None if max_clock_skew_s is None else float(max_clock_skew_s)
         self.detector = detector
         self.keep_inputs = keep_inputs
+        self.cpu_clock = cpu_clock
         self.window_samples = round(window_s * sample_rate)
         self.hop_samples = round(hop_s * sample_rate)
         self.latency_samples = round(self.video_latency_s * sample_rate)
@@ -432,7 +441,7 @@ class Stream:
         """Under the lock: audio continues at absolute sample `position`, more than a window after
         the last one. Windows whose audio is complete are emitted first; every window that ends
         at or before `position` (old samples and silence only) is skipped without any work."""
-        self._collect_due(time.perf_counter(), force=True)
+        self._collect_due((time.perf_counter(), self.cpu_clock()), force=True)
         first_after = (position - self.window_samples) // self.hop_samples + 1
         if first_after > self._next_window:
             self._skipped += first_after - self._next_window
@@ -473,7 +482,8 @@ class Stream:
         with silence, or skipped when longer than the window; overlap is an error). Returns the
         Predictions of the windows completed by this call, oldest first (usually zero or one).
         """
-        entered, cpu = time.perf_counter(), time.thread_time()
+        cpu = self.cpu_clock()
+        entered = (time.perf_counter(), cpu)
         samples = self._audio_samples(samples)
         with self._lock:
             self._set_origin(t)
@@ -525,7 +535,8 @@ class Stream:
         or None to run the stream's face tracking. Frames must come in time order. Returns the
         Predictions of windows that were waiting for this frame (see late frames), oldest first.
         """
-        entered, cpu = time.perf_counter(), time.thread_time()
+        cpu = self.cpu_clock()
+        entered = (time.perf_counter(), cpu)
         frame = self._check_frame(frame_bgr)
         if t is None or not np.isfinite(t):
             raise StreamError(f"feed_frame needs the frame's capture time t in seconds; got {t!r}.")
@@ -622,7 +633,7 @@ class Stream:
     def _process_tick(self, tick: _Tick) -> None:
         """Under the track lock: one tick's face box (tracking rule, or the caller's box with the
         reuse rule), square crop box and crop."""
-        cpu = time.thread_time()
+        cpu = self.cpu_clock()
         frame, box, stage = tick.frame, None, "other"
         if frame is None or frame.given:
             max_reuse = self.detector.max_reuse if self.detector is not None else 0
@@ -645,7 +656,7 @@ class Stream:
             stage = "detection" if "full" in self._tracker.last_kind else "tracking"
         self._charge(stage, cpu)
         if box is not None:
-            cpu = time.thread_time()
+            cpu = self.cpu_clock()
             image = frame.image
             tick.square = frontend.square_box(box, image.shape)
             if self._gpu is not None:
@@ -665,7 +676,7 @@ class Stream:
     # ---------------------------------------------------------------------------------------
     # windows
 
-    def _collect_due(self, entered: float, force: bool = False) -> None:
+    def _collect_due(self, entered: tuple, force: bool = False) -> None:
         """Under the lock: queue every window that is due, in order. A window is due when its
         audio is complete and its frames have arrived, there is no camera, or the audio clock is
         video_latency_s past its end (force: now)."""
@@ -681,10 +692,11 @@ class Stream:
             self._queue_job(s0, s1, k0, k1, entered)
             self._next_window += 1
 
-    def _queue_job(self, s0: int, s1: int, k0: int, k1: int, entered: float, partial: bool = False) -> None:
+    def _queue_job(self, s0: int, s1: int, k0: int, k1: int, entered: tuple, partial: bool = False) -> None:
+        """entered: (perf_counter, cpu_clock) at the entry of the feed call that made the window due."""
         ticks = [self._ticks.get(k, _NO_TICK) for k in range(k0, k1)]
-        self._jobs.append(_Job(self._next_window, s0, self._audio.read(s0, s1), ticks, k1, self._skipped, entered,
-                               partial))
+        self._jobs.append(_Job(self._next_window, s0, self._audio.read(s0, s1), ticks, k1, self._skipped,
+                               entered[0], entered[1], threading.get_ident(), partial))
         self._skipped = 0
         self._emitted_end = max(self._emitted_end, s1)
 
@@ -692,7 +704,8 @@ class Stream:
         """End of input: emit the windows still waiting for frames (their ticks decided now) and
         a last, partial window (Prediction.partial) over the samples after the last window's end,
         if there are any. Feeding may continue afterwards (the grid of windows goes on)."""
-        entered, cpu = time.perf_counter(), time.thread_time()
+        cpu = self.cpu_clock()
+        entered = (time.perf_counter(), cpu)
         with self._lock:
             if self.origin is not None:
                 self._collect_due(entered, force=True)
@@ -728,7 +741,7 @@ class Stream:
     def _run(self, job: _Job) -> Prediction:
         """Under the emit lock: one window's features (cached frames + crops), model, smoothing."""
         self._track_pending(until_tick=job.tick_end)
-        start, cpu = time.perf_counter(), time.thread_time()
+        start, cpu = time.perf_counter(), self.cpu_clock()
         samples = job.samples
         n_frames = frontend.n_audio_frames(samples.size)
         present = audio_present(samples, self.silence_dbfs) and n_frames > 0
@@ -737,15 +750,15 @@ class Stream:
             crops = [(tick.image, tick.square) if tick.square is not None else (None, None) for tick in job.ticks]
             order = "bgr" if self.channel_order == "gray" else self.channel_order
             self._charge("other", cpu)
-            cpu = time.thread_time()
+            cpu = self.cpu_clock()
             result, feeds = self._gpu.run(samples, crops, audio_present=present, keep_inputs=self.keep_inputs,
                                           channel_order=order)
             self._charge("model", cpu)
             presence = (bool(present), bool(valid.any()))
         else:
-            mel_cpu = time.thread_time()
+            mel_cpu = self.cpu_clock()
             audio = self._mel.window(job.first_sample // frontend.HOP, n_frames, samples, job.first_sample)
-            mel_spent = time.thread_time() - mel_cpu
+            mel_spent = self.cpu_clock() - mel_cpu
             face = np.zeros((len(job.ticks), frontend.FACE_SIZE, frontend.FACE_SIZE), np.float32)
             for i, tick in enumerate(job.ticks):
                 if tick.crop is not None:
@@ -753,12 +766,12 @@ class Stream:
             feeds = batch_inputs([audio], [face], [valid], audio_present=[present])
             preprocess_ms = (time.perf_counter() - start) * 1e3
             self._add("log-mel", mel_spent)
-            self._add("other", time.thread_time() - cpu - mel_spent)
-            cpu = time.thread_time()
+            self._add("other", self.cpu_clock() - cpu - mel_spent)
+            cpu = self.cpu_clock()
             result = self.model.predict(feeds, preprocess_ms=preprocess_ms)
             self._charge("model", cpu)
             presence = (bool(feeds["presence"][0, 0]), bool(feeds["presence"][0, 1]))
-        cpu = time.thread_time()
+        cpu = self.cpu_clock()
         probs = result.probs[0]
         if self._smoothed is None or self.smoothing == 0.0:
             self._smoothed = probs.copy()
@@ -775,6 +788,8 @@ class Stream:
             counts["face_ticks"] += int(valid.sum())
         timings = dict(result.timings)
         timings["latency"] = (time.perf_counter() - job.entered) * 1e3
+        if job.thread == threading.get_ident():
+            timings["latency_cpu"] = (self.cpu_clock() - job.entered_cpu) * 1e3
         self._charge("other", cpu)
         return Prediction(t_start=self.origin + job.first_sample / rate,
                           t_end=self.origin + (job.first_sample + samples.size) / rate, probs=probs,
@@ -792,8 +807,8 @@ class Stream:
             self._cpu[stage] += max(seconds, 0.0)
 
     def _charge(self, stage: str, since: float) -> None:
-        """Add the thread CPU time since `since` (a time.thread_time()) to `stage`."""
-        self._add(stage, time.thread_time() - since)
+        """Add the thread CPU time since `since` (a self.cpu_clock()) to `stage`."""
+        self._add(stage, self.cpu_clock() - since)
 
     def stats(self) -> dict:
         """What the stream did so far: thread CPU seconds per stage of the feed calls ('cpu_s'),
