@@ -17,7 +17,7 @@ CPU time, which other jobs on the machine change little, not wall time:
   stages_cpu_share   Stream.stats()'s thread CPU per stage (audio framing, log-mel, detection =
                      ticks with a full-frame search, tracking = ticks with only the search near the
                      last box, crops, model, other), per second of stream;
-  feed_to_model      feed CPU / the model's own CPU in the same run;
+  feed_to_model      the feed calls' process CPU / the model's own process CPU in the same run;
   windows_per_s      windows emitted per second of stream, and realtime_factor = stream seconds
                      / wall seconds spent in the feed calls;
   faces              the share of windows with a face and of ticks with a face, the tracker's counts;
@@ -229,7 +229,7 @@ def stream_benchmark(model_path, *, camera: str = DEFAULT_CAMERA, duration_s: fl
         "stages_cpu_share": stages,
         "stages_sum_cpu_share": sum(stages.values()),
         "model_cpu_share": per_s(model_cpu),
-        "feed_to_model": record["thread_cpu_s"] / model_cpu if model_cpu > 0 else float("inf"),
+        "feed_to_model": record["process_cpu_s"] / model_cpu if model_cpu > 0 else float("inf"),
         "windows": len(predictions), "partial_windows": stats["partial"],
         "windows_per_s": len(predictions) / duration_s,
         "realtime_factor": duration_s / record["wall_s"] if record["wall_s"] > 0 else float("inf"),
@@ -264,7 +264,7 @@ def markdown(report: dict) -> str:
     rows = [("feed calls, thread CPU", f"{100 * report['feed_cpu_share']:.2f} % of one core"),
             ("feed calls, process CPU (all threads)", f"{100 * report['feed_process_cpu_share']:.2f} % of one core")]
     rows += [(f"  {stage}", f"{100 * share:.3f} %") for stage, share in stages.items()]
-    rows += [("feed CPU / model CPU", f"{report['feed_to_model']:.1f}x"),
+    rows += [("feed calls / model, process CPU", f"{report['feed_to_model']:.1f}x"),
              ("windows per second of stream", f"{report['windows_per_s']:.2f} ({report['windows']} windows, "
                                                f"{report['partial_windows']} partial)"),
              ("stream seconds per wall second in the feed calls", f"{report['realtime_factor']:.1f}"),
