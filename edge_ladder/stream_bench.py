@@ -14,7 +14,7 @@ CPU time, which other jobs on the machine change little, not wall time:
                      of stream: the share of one core the stream takes (0.05 = 5 %);
   feed_process_cpu_share  the same calls' CPU in all of the process's threads (OpenCV's and
                      OpenBLAS's worker threads included);
-  stages_cpu_share   Stream.stats()'s thread CPU per stage (audio framing, log-mel, detection =
+  stages_cpu_share   Stream.stats()'s process CPU per stage (audio framing, log-mel, detection =
                      ticks with a full-frame search, tracking = ticks with only the search near the
                      last box, crops, model, other), per second of stream;
   feed_to_model      the feed calls' process CPU / the model's own process CPU in the same run;
