@@ -15,41 +15,21 @@
                       face_valid (T_v,)        bool     False where no face was found (crop = 0)
 
 Splits are by actor (speaker-independent): no actor is in two of train/dev/test.
-Every file is written atomically (temp file + rename), so an interrupted run leaves no
-half-written clip and can resume.
+Every file is written atomically (edge_ladder.atomic: temp file + rename, the umask's mode), so
+an interrupted run leaves no half-written clip and can resume.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_bytes, atomic_write_json  # noqa: F401 - the writers' old home
+
 FORMAT = "edge-ladder-features"
 VERSION = 1
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def write_clip(path: Path, audio: np.ndarray, face: np.ndarray, face_valid: np.ndarray) -> None:
