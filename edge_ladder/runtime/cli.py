@@ -37,6 +37,9 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--use-cuda-graph", action="store_true", help="tensorrt: replay each input shape as a CUDA graph")
     command.add_argument("--no-verify-sidecar", action="store_true",
                         help="tensorrt: load an engine without MODEL.engine.json checks (trusted engines only)")
+    command.add_argument("--cascade", metavar="PATH", default=None,
+                        help="Haar cascade XML for the face detector (default: $EDGE_LADDER_CASCADE, else "
+                             "haarcascade_frontalface_default.xml from cv2.data or /usr/share/opencv4/haarcascades)")
 
 
 def model_options(args) -> dict:
@@ -111,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeLadderError("--csv needs --input DIR (it writes one row per clip).")
     model = load(args.model, args.backend, **model_options(args))
     from ..faces import FaceDetector
-    detector = FaceDetector()
+    # built before any clip runs, so a missing cascade is one clear error (audio-only runs need none)
+    detector = FaceDetector(cascade=args.cascade) if args.video or args.input else None
     if not args.input:
         out = predict_files(model, args.audio, args.video, detector)
         if args.json:

@@ -166,13 +166,15 @@ class Stream:
     below which a window counts as silent (audio absent); None disables. max_frame_gap_s: a
     tick farther than this from every camera frame has no face (camera stalled). keep_inputs:
     attach each window's five model inputs to its Prediction (for logging and checks).
-    frontend: "numpy" (default), "kernels" or "auto" (see the module docstring).
+    frontend: "numpy" (default), "kernels" or "auto" (see the module docstring). cascade: the
+    Haar cascade file of that detector (faces.find_cascade: None = $EDGE_LADDER_CASCADE or the
+    default file from cv2.data / /usr/share/opencv4/haarcascades); given, it is loaded here.
     """
 
     def __init__(self, model: Model, window_s: float = 2.0, hop_s: float = 0.5, smoothing: float = 0.5,
                  detector=None, silence_dbfs: Optional[float] = -60.0, max_frame_gap_s: float = 0.25,
                  sample_rate: int = frontend.SAMPLE_RATE, keep_inputs: bool = False,
-                 frontend: str = "numpy"):
+                 frontend: str = "numpy", cascade: Optional[str] = None):
         requested_frontend, frontend = frontend, _frontend_module
         fps = frontend.VIDEO_FPS
         if sample_rate != frontend.SAMPLE_RATE:
@@ -193,6 +195,9 @@ class Stream:
         self.silence_dbfs = silence_dbfs
         self.max_frame_gap_s = float(max_frame_gap_s)
         self.detector = detector
+        if detector is None and cascade is not None:   # a wrong path fails here, not in the camera thread
+            from ..faces import FaceDetector
+            self.detector = FaceDetector(cascade=cascade)
         self.keep_inputs = keep_inputs
         self.window_samples = round(window_s * sample_rate)
         self.hop_samples = round(hop_s * sample_rate)
