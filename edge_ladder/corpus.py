@@ -429,6 +429,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import time
+    from .features import MIN_SPLIT_ACTORS
+    if 1 <= args.actors < MIN_SPLIT_ACTORS:
+        print(f"note: {args.actors} actor{'s' if args.actors > 1 else ''}: a corpus for `edge-ladder infer MODEL "
+              f"--input {args.out_dir}`, not for training: `edge-ladder prepare` splits train/dev/test by actor and "
+              f"needs at least {MIN_SPLIT_ACTORS} (--actors {MIN_SPLIT_ACTORS} or more).")
     start = time.perf_counter()
     out = make_corpus(args.out_dir, actors=args.actors, clips_per_actor=args.clips_per_actor, seed=args.seed,
                       workers=args.workers, progress=True)

@@ -106,12 +106,15 @@ def load_split(features_dir: Path, split: str, limit: int | None = None) -> list
     return clips
 
 
+MIN_SPLIT_ACTORS = 3       # one each for train, dev and test: splits are by actor, never by clip
+
+
 def actor_folds(actors, k: int = 5, fold: int = 0, seed: int = 0) -> dict:
     """Speaker-independent split: actors are shuffled, dealt into k folds; fold `fold` is the
     test set, the next fold is dev, the rest train."""
     actors = sorted({str(a) for a in actors})
-    if len(actors) < 3:
-        raise FeaturesError(f"need at least 3 actors for train/dev/test splits; got {len(actors)}")
+    if len(actors) < MIN_SPLIT_ACTORS:
+        raise FeaturesError(f"need at least {MIN_SPLIT_ACTORS} actors for train/dev/test splits; got {len(actors)}")
     k = min(k, len(actors))
     if not 0 <= fold < k:
         raise FeaturesError(f"fold must be in [0, {k}); got {fold}")
