@@ -63,6 +63,9 @@ class FeaturesError(EdgeLadderError, ValueError):
 
 def read_manifest(features_dir: Path) -> dict:
     path = Path(features_dir) / "manifest.json"
+    from .paths import corpus_hint, is_corpus
+    if not path.exists() and is_corpus(features_dir):
+        raise FeaturesError(corpus_hint(features_dir))
     if not path.exists():
         raise FeaturesError(f"{features_dir} is not a features directory: no manifest.json. "
                             f"Create one with `edge-ladder prepare CREMA_D_DIR --out {features_dir}` "
