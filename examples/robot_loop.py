@@ -57,6 +57,7 @@ def act(prediction, out=None) -> None:
                           "label": prediction.label, "smoothed": prediction.smoothed_label,
                           "p": round(float(prediction.probs.max()), 3),
                           "audio": prediction.presence[0], "face": prediction.presence[1],
+                          "evidence": prediction.evidence,    # "none": the label is the model's prior
                           "ms": round(prediction.timings.get("total", 0.0), 2)}) + "\n")
     out.flush()
 
