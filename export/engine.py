@@ -133,11 +133,15 @@ class ProfilePlan:
     contexts: Optional[int]        # threads the engine serves at once; None: any number
 
 
+def _check_contexts(contexts: Optional[int]) -> None:
+    if contexts is not None and int(contexts) < 1:
+        raise EngineBuildError(f"--contexts must be at least 1 (threads that may run the engine at once); got {contexts}.")
+
+
 def plan_profiles(trt_version: str, has_profile_sharing: bool, contexts: Optional[int] = None) -> ProfilePlan:
     """How threads get optimisation profiles on this TensorRT (see the module docstring).
     has_profile_sharing: PreviewFeature.PROFILE_SHARING_0806 exists (8.6, 10.x). contexts: --contexts."""
-    if contexts is not None and int(contexts) < 1:
-        raise EngineBuildError(f"--contexts must be at least 1 (threads that may run the engine at once); got {contexts}.")
+    _check_contexts(contexts)
     if trt_major(trt_version) >= 10:
         return ProfilePlan(1, sharing=True, preview_sharing=False, contexts=None)
     if has_profile_sharing:
@@ -617,6 +621,7 @@ def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | N
     TF32 for FP32 layers (off: they run FP32). contexts: TensorRT 8.5 only, how many threads may
     run the engine at once (that many identical profiles; default DEFAULT_CONTEXTS)."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    _check_contexts(contexts)
     if not onnx_path.is_file():
         raise EngineBuildError(f"{onnx_path} does not exist. Create it with `edge-ladder export CHECKPOINT --out DIR`.")
     profile = resolve_profile(min_shapes, opt_shapes, max_shapes, default_profile_for(onnx_path))

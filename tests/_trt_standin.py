@@ -71,9 +71,6 @@ class Driver:
             self._threads.stack = []
         return self._threads.stack
 
-    def all_stacks_empty(self) -> bool:
-        return not self.stack()
-
     # memory
     def alloc(self, nbytes: int) -> int:
         with self.lock:
@@ -467,7 +464,8 @@ def make_tensorrt(version: str, driver: Driver, ignores_fp16: bool = False, capt
     def take_logger(owner, logger):
         """NVIDIA/TensorRT#1475: "TensorRT maintains only a single logger pointer at any given time,
         so the existing value ... will be used instead" when another logger arrives while a builder,
-        runtime or refitter made with the first is alive."""
+        runtime or refitter made with the first is alive (trt_docs.py ILogger: "The logger should be
+        valid until all objects created are released")."""
         for other in live_logged:
             if other.logger is not logger:
                 trt.logger_warnings.append("The logger passed into createInferRuntime differs from one already "
@@ -672,7 +670,7 @@ def make_tensorrt(version: str, driver: Driver, ignores_fp16: bool = False, capt
                 return None                          # "deserialisation failed", logged by TensorRT
             plan = json.loads(data[len(PLAN_MAGIC):])
             if plan["version"] != version:            # TensorRT: "expecting library version X got Y"
-                return None
+                return None                          # (trt_docs.py Runtime.deserialize_cuda_engine: "or None")
             return Engine(plan)
 
     class Engine:

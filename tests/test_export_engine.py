@@ -139,3 +139,12 @@ def test_sidecar_records_full_version_and_gpu_identity(monkeypatch, tmp_path):
     assert sidecar["tensorrt_version"] == "8.5.2.2" and sidecar["version"] == engine.SIDECAR_VERSION
     assert (sidecar["gpu_name"], sidecar["compute_capability"], sidecar["gpu_sm_count"], sidecar["gpu_memory_mib"]) == \
         ("Orin", "8.7", standin.driver.sm_count, standin.driver.memory_mib)
+
+
+def test_build_engine_cli_refuses_zero_contexts_before_anything_else(tmp_path):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "edge_ladder", "build-engine", str(tmp_path / "none.onnx"),
+                           "--out", str(tmp_path / "x.engine"), "--contexts", "0"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--contexts must be at least 1" in done.stderr

@@ -241,8 +241,11 @@ class CudaGraph:
         _check(lib.cuStreamBeginCapture_v2(stream, ctypes.c_int(_CAPTURE_MODE_THREAD_LOCAL)), "cuStreamBeginCapture_v2")
         try:
             enqueued = enqueue()
-        finally:
-            ended = lib.cuStreamEndCapture(stream, ctypes.byref(self._graph))
+        except BaseException:
+            lib.cuStreamEndCapture(stream, ctypes.byref(self._graph))
+            self.destroy()
+            raise
+        ended = lib.cuStreamEndCapture(stream, ctypes.byref(self._graph))
         if not enqueued:
             self.failure = "the enqueue call returned False inside the capture"
         elif ended != 0:
