@@ -404,6 +404,32 @@ class LibCuda:
 # tensorrt
 
 
+class NetworkTensor:
+    def __init__(self, name, dtype):
+        self.name, self.dtype = name, dtype
+
+
+class NetworkLayer:
+    """An INetworkDefinition layer: type, name, tensors, set_output_type, and precision, None
+    until set (ILayer.precision_is_set is False until then)."""
+
+    def __init__(self, layer_type, name, inputs, outputs):
+        self.type, self.name, self.precision = layer_type, name, None
+        self._inputs, self._outputs, self.output_types = inputs, outputs, {}
+
+    num_inputs = property(lambda self: len(self._inputs))
+    num_outputs = property(lambda self: len(self._outputs))
+
+    def get_input(self, index):
+        return self._inputs[index]
+
+    def get_output(self, index):
+        return self._outputs[index]
+
+    def set_output_type(self, index, dtype):
+        self.output_types[index] = dtype
+
+
 def _major(version: str) -> int:
     return int(version.split(".")[0])
 
@@ -481,32 +507,7 @@ def make_tensorrt(version: str, driver: Driver, ignores_fp16: bool = False, capt
         trt.IProgressMonitor = IProgressMonitor
 
     # ---- network (from the ONNX graph)
-    class Tensor:
-        def __init__(self, name, dtype):
-            self.name, self.dtype = name, dtype
-
-    class Layer:
-        def __init__(self, layer_type, name, inputs, outputs):
-            self.type, self.name, self.precision = layer_type, name, DataType.FLOAT
-            self._inputs, self._outputs, self.output_types = inputs, outputs, {}
-            self.precision_set = False
-
-        num_inputs = property(lambda self: len(self._inputs))
-        num_outputs = property(lambda self: len(self._outputs))
-
-        def get_input(self, index):
-            return self._inputs[index]
-
-        def get_output(self, index):
-            return self._outputs[index]
-
-        def set_output_type(self, index, dtype):
-            self.output_types[index] = dtype
-
-        def __setattr__(self, key, value):
-            if key == "precision" and "precision" in self.__dict__:
-                self.__dict__["precision_set"] = True
-            super().__setattr__(key, value)
+    Tensor, Layer = NetworkTensor, NetworkLayer
 
     class Network:
         def __init__(self, flags):
@@ -643,7 +644,7 @@ def make_tensorrt(version: str, driver: Driver, ignores_fp16: bool = False, capt
             for layer in network.layers:
                 runs = "FP16" if any(t.dtype == DataType.HALF for t in layer._outputs) else "FP32"
                 compute = layer.type.name in ("CONVOLUTION", "MATRIX_MULTIPLY")
-                if not strongly and fp16 and compute and not ignores_fp16 and not (obey and layer.precision_set):
+                if not strongly and fp16 and compute and not ignores_fp16 and not (obey and layer.precision is not None):
                     runs = "FP16"
                 layers.append({"name": layer.name, "type": layer.type.name, "runs": runs,
                                "inputs": [t.name for t in layer._inputs], "outputs": [t.name for t in layer._outputs]})

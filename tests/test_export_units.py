@@ -313,28 +313,10 @@ class StandInLayerType(enum.Enum):
     CONVOLUTION = 6
 
 
-class StandInTensor:
-    def __init__(self, dtype):
-        self.dtype = dtype
-
-
-class StandInLayer:
-    def __init__(self, layer_type, inputs, outputs, name):
-        self.type, self.name, self.precision = layer_type, name, None
-        self._inputs, self._outputs = [StandInTensor(d) for d in inputs], [StandInTensor(d) for d in outputs]
-        self.output_types = {}
-
-    num_inputs = property(lambda self: len(self._inputs))
-    num_outputs = property(lambda self: len(self._outputs))
-
-    def get_input(self, index):
-        return self._inputs[index]
-
-    def get_output(self, index):
-        return self._outputs[index]
-
-    def set_output_type(self, index, dtype):
-        self.output_types[index] = dtype
+def StandInLayer(layer_type, inputs, outputs, name):
+    from _trt_standin import NetworkLayer, NetworkTensor
+    return NetworkLayer(layer_type, name, [NetworkTensor(None, d) for d in inputs],
+                        [NetworkTensor(None, d) for d in outputs])
 
 
 class StandInNetwork:
