@@ -83,3 +83,15 @@ def test_every_chain_file_is_0644_under_umask_022(tiny_features, tiny_export, tm
     modes = {str(f.relative_to(tmp_path)): oct(mode(f)) for f in files}
     assert modes == {name: "0o644" for name in modes}
     assert leftovers(tmp_path) == []
+
+
+def test_engine_sidecar_and_timing_cache_are_0644_under_umask_022(monkeypatch, tmp_path):
+    """build-engine's files through the TensorRT stand-in (tests/_trt_standin.py): same writer."""
+    from _trt_standin import build, install
+    from edge_ladder.runtime.sidecar import sidecar_path
+    install(monkeypatch, "10.3.0.30")
+    with umask(0o022):
+        _, engine_path, _, _ = build(tmp_path, timing_cache=tmp_path / "trt.cache")
+    files = [engine_path, sidecar_path(engine_path), tmp_path / "trt.cache"]
+    assert [oct(mode(f)) for f in files] == ["0o644"] * 3
+    assert leftovers(tmp_path) == []
