@@ -2,8 +2,13 @@
 
 The cascade XML files ship inside opencv-python(-headless) under cv2.data.haarcascades up to
 4.12; pyproject pins opencv-python-headless < 4.13 so they stay available (OpenCV 5 moved them
-out of the wheel). The same detector and the same tracking rule (FaceTracker) run in `prepare`,
-`edge-ladder infer` and the streaming runtime, so their face crops agree exactly.
+out of the wheel). JetPack's and apt's OpenCV (python3-opencv) have no cv2.data: their cascades
+are under /usr/share/opencv4/haarcascades (Debian/Ubuntu package opencv-data, JetPack's
+libopencv) or, for OpenCV built from source, /usr/local/share/opencv4/haarcascades.
+find_cascade() looks in those places; `--cascade PATH` (prepare, infer, robot_loop.py),
+cascade= (FaceDetector, Stream) or $EDGE_LADDER_CASCADE point at a file anywhere.
+The same detector and the same tracking rule (FaceTracker) run in `prepare`, `edge-ladder infer`
+and the streaming runtime, so their face crops agree exactly.
 
 Tracking rule (FaceTracker.update, one call per 10 fps model tick, in time order):
   * a full-frame detection (FaceDetector.detect) runs on the first tick, every `redetect_every`
@@ -11,7 +16,7 @@ Tracking rule (FaceTracker.update, one call per 10 fps model tick, in time order
     search around the last box misses);
   * on every other tick, only a region around the last detected box is searched
     (FaceDetector.detect_near), shrunk so the face there is about the cascade's own window: a
-    720p frame's search costs about a fortieth of its full-frame detection;
+    720p frame's region search costs about a twentieth of its full-frame detection;
   * the last detected box stays the search anchor for `redetect_every` ticks without a
     detection; a tick without a detection reuses it as its box for up to `max_reuse` ticks
     (Haar flickers on single frames), then the tick has no face.
@@ -19,6 +24,8 @@ Tracking rule (FaceTracker.update, one call per 10 fps model tick, in time order
 from __future__ import annotations
 
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +35,7 @@ from ._deps import require
 from .errors import EdgeLadderError
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
+CASCADE_ENV = "EDGE_LADDER_CASCADE"     # a cascade XML file to use instead of looking for one
 CASCADE_WINDOW = 24         # pixels: the training window of the frontal-face cascades
 TRACK_FACE_PX = 26          # the region search shrinks the last face to about this side (by a whole
                             # factor, OpenCV's fast area resize): just above the cascade's 24-px window
@@ -35,9 +43,58 @@ TRACK_GROWTH = 1.4          # ... and finds faces up to this factor larger
 TRACK_SCALE_FACTOR = 1.25   # pyramid step of the region search (its 3-4 levels span 24 px .. growth)
 CHANNEL_ORDERS = ("bgr", "rgb", "gray")
 
+# where OpenCV installs its cascades when cv2.data is absent (apt / JetPack / source builds)
+SYSTEM_CASCADE_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades",
+                       "/usr/local/share/opencv4/haarcascades", "/usr/local/share/opencv/haarcascades")
+POINT_AT_ONE = (f"point at the file with --cascade PATH (prepare, infer, robot_loop.py) or {CASCADE_ENV}=PATH, "
+                f"or install one: pip install 'opencv-python-headless<4.13' (bundles them) or sudo apt install "
+                f"opencv-data (puts them in /usr/share/opencv4/haarcascades)")
+
 
 class FaceDetectorError(EdgeLadderError, RuntimeError):
     """The Haar cascade could not be found or loaded."""
+
+
+def cascade_dirs(cv2=None) -> list:
+    """Folders searched for a cascade file name, in order: cv2.data.haarcascades (pip's OpenCV),
+    this Python's prefix (conda, venvs over a prefix install), then SYSTEM_CASCADE_DIRS."""
+    folders = []
+    data = getattr(getattr(cv2, "data", None), "haarcascades", None) if cv2 is not None else None
+    if data:
+        folders.append(Path(data))
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        folders += [Path(prefix) / "share" / name / "haarcascades" for name in ("opencv4", "opencv")]
+    folders += [Path(folder) for folder in SYSTEM_CASCADE_DIRS]
+    return list(dict.fromkeys(folders))
+
+
+def find_cascade(cascade: Optional[str] = None, cv2=None) -> Path:
+    """The cascade XML file to load. cascade: a path (used as given; a folder holding
+    DEFAULT_CASCADE is fine), a bare file name (searched in cascade_dirs()), or None:
+    $EDGE_LADDER_CASCADE when set, else DEFAULT_CASCADE searched.
+    Raises FaceDetectorError saying where it looked and how to point at a file."""
+    source = "cascade"
+    if cascade is None and os.environ.get(CASCADE_ENV):
+        cascade, source = os.environ[CASCADE_ENV], CASCADE_ENV
+    cascade = str(cascade) if cascade is not None else DEFAULT_CASCADE
+    path = Path(cascade).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir() and (path / DEFAULT_CASCADE).is_file():  # the haarcascades folder itself
+        return path / DEFAULT_CASCADE
+    if source == CASCADE_ENV or path.name != cascade:          # a path, not a name to look for
+        given = f"{CASCADE_ENV}={cascade}" if source == CASCADE_ENV else str(cascade)
+        kind = f"is a folder without {DEFAULT_CASCADE}" if path.is_dir() else "does not exist"
+        raise FaceDetectorError(f"Haar cascade {given} {kind}; {POINT_AT_ONE}.")
+    folders = cascade_dirs(cv2)
+    for folder in folders:
+        if (folder / cascade).is_file():
+            return folder / cascade
+    where = ", ".join(str(folder) for folder in folders)
+    no_data = ("" if cv2 is None or hasattr(cv2, "data") else
+               f" This OpenCV ({getattr(cv2, '__version__', '?')}, {getattr(cv2, '__file__', '?')}) has no cv2.data "
+               f"(JetPack's / apt's python3-opencv do not).")
+    raise FaceDetectorError(f"Haar cascade {cascade} not found; looked in {where}.{no_data} To fix it, {POINT_AT_ONE}.")
 
 
 class FaceDetector:
@@ -51,6 +108,8 @@ class FaceDetector:
                     returned in original-frame pixels. None = never downscale.
     max_reuse:      a tick without a detection reuses the last box for up to this many
                     consecutive ticks (FaceTracker).
+    cascade:        the cascade XML: a path, a file name to look for, or None for $EDGE_LADDER_CASCADE
+                    or haarcascade_frontalface_default.xml (find_cascade).
     redetect_every: ticks between full-frame detections while a face is tracked or none is
                     seen (FaceTracker); 1 = full-frame detection on every tick (no tracking).
     search_margin:  the region searched around the last box reaches this many face sides
@@ -58,23 +117,25 @@ class FaceDetector:
     """
 
     def __init__(self, min_size: int = 48, scale_factor: float = 1.15, min_neighbors: int = 3,
-                 detect_width: int | None = 320, max_reuse: int = 5, cascade: str = DEFAULT_CASCADE,
+                 detect_width: int | None = 320, max_reuse: int = 5, cascade: Optional[str] = None,
                  redetect_every: int = 10, search_margin: float = 0.3):
-        cv2 = require("cv2")
-        path = Path(cascade)
-        if not path.is_file():
-            path = Path(getattr(getattr(cv2, "data", None), "haarcascades", "")) / cascade
-        if not path.is_file():
-            raise FaceDetectorError(
-                f"Haar cascade {cascade!r} not found (looked in cv2.data.haarcascades = {path.parent}). "
-                f"Install opencv-python-headless<4.13, which bundles the cascades, or pass cascade=PATH.")
-        self._cascade = cv2.CascadeClassifier(str(path))
-        if self._cascade.empty():
-            raise FaceDetectorError(f"OpenCV could not load the Haar cascade {path}; the file is corrupt.")
         if int(redetect_every) < 1:
             raise ValueError(f"redetect_every must be >= 1 tick; got {redetect_every}.")
         if not float(search_margin) > 0:
             raise ValueError(f"search_margin must be > 0 face sides; got {search_margin}.")
+        cv2 = require("cv2")
+        path = find_cascade(cascade, cv2)
+        self._cascade = cv2.CascadeClassifier()
+        try:
+            loaded = self._cascade.load(str(path))
+        except (cv2.error, SystemError) as error:          # OpenCV raises for some malformed XML
+            loaded, why = False, f" ({' '.join(str(error).split())[:200]})"
+        else:
+            why = ""
+        if not loaded or self._cascade.empty():
+            raise FaceDetectorError(f"OpenCV could not load the Haar cascade {path}: not a cascade XML file, or "
+                                    f"corrupt{why}; {POINT_AT_ONE}.")
+        self.cascade_path = path
         self._cv2 = cv2
         self.min_size = int(min_size)
         self.scale_factor = float(scale_factor)

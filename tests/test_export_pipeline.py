@@ -3,6 +3,7 @@ parity through ONNX Runtime (recomputed here on fresh inputs), op sets, FP16 gra
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -179,6 +180,12 @@ def test_int8_file_quantizes_every_conv_but_the_shortest_and_agrees_with_fp32(ti
         assert (source == "DequantizeLinear") == (name in entry["quantized_convs"]), name
     weights = [init for init in model.graph.initializer if init.data_type == onnx.TensorProto.INT8]
     assert len(weights) >= 6                                    # int8 weight tensors
+    # 7-bit weight range (reduce_range): without VNNI, 8-bit weights saturate ONNX Runtime's u8 x s8
+    # 16-bit pair sums on x86 AVX2 (see export/int8.py); every conv weight must stay within [-64, 64]
+    conv_weights = [onnx.numpy_helper.to_array(w) for w in weights if len(w.dims) > 1]
+    assert len(conv_weights) == 6 and all(np.abs(w).max() <= 64 for w in conv_weights)
+    assert max(np.abs(w).max() for w in conv_weights) == 64     # the range is used, not collapsed
+    assert entry["reduce_range"] is True
     assert entry["calibration"]["split"] == "train" and entry["calibration"]["clips"] > 0
     assert [i.name for i in session(path).get_inputs()] == list(INPUT_NAMES)
     checked = report["parity"]["int8"]
@@ -306,7 +313,14 @@ def test_export_cli_no_int8(tiny_run, tiny_features, tmp_path):
 def test_build_fp16_engine_and_sidecar(tiny_export, tmp_path):
     from edge_ladder.export.engine import build_engine, check_sidecar
     engine_path = tmp_path / "model.engine"
-    sidecar = build_engine(tiny_export / "model.fp16.onnx", engine_path, fp16=True, max_shapes="audio:2x400x80,face:2x40x1x48x48")
+    old_umask = os.umask(0o022)
+    try:
+        sidecar = build_engine(tiny_export / "model.fp16.onnx", engine_path, fp16=True,
+                               max_shapes="audio:2x400x80,face:2x40x1x48x48")
+    finally:
+        os.umask(old_umask)
+    # a robot's service account reads what the build user wrote: the umask's mode, not mkstemp's 0600
+    assert [oct(os.stat(p).st_mode & 0o777) for p in (engine_path, tmp_path / "model.engine.json")] == ["0o644"] * 2
     assert sidecar["precision"] == "fp16" and sidecar["layer_precisions"]["fp16"] > 0
     assert json.loads((tmp_path / "model.engine.json").read_text())["engine_sha256"] == sidecar["engine_sha256"]
     check_sidecar(engine_path)

@@ -107,10 +107,11 @@ def stream_recording(model, wav=None, video=None, window_s: float = 2.0, hop_s: 
 
 def window_rows(predictions) -> List[dict]:
     """Predictions -> one dict per window: t_start, t_end (s), label, a probability per emotion,
-    audio_present, face_present, partial."""
+    audio_present, face_present, evidence (edge_ladder.presence), partial."""
     return [{"t_start": round(p.t_start, 4), "t_end": round(p.t_end, 4), "label": p.label,
              **{code: float(prob) for code, prob in zip(EMOTIONS, p.probs)},
-             "audio_present": bool(p.presence[0]), "face_present": bool(p.presence[1]), "partial": bool(p.partial)}
+             "audio_present": bool(p.presence[0]), "face_present": bool(p.presence[1]), "evidence": p.evidence,
+             "partial": bool(p.partial)}
             for p in predictions]
 
 

@@ -26,8 +26,10 @@ whole recording, then the window's slice) exactly:
          search around the last box, full-frame detection when the face is lost and every
          detector.redetect_every ticks), then its face crop is cut once and kept; a window
          assembles its ticks' crops. `prepare` and `infer` run the same rule over a clip's ticks.
-  presence  [audio, face]: audio is absent when the window is silent (RMS below silence_dbfs),
-         face is absent when no tick of the window has a face; the model is told, it never fails.
+  presence  [audio, face] by edge_ladder.presence, the rule `edge-ladder infer` applies too: audio
+         is absent when the window is silent (RMS at or below silence_dbfs), face is absent when no
+         tick of the window has a face; the model is told, it never fails. Prediction.evidence is
+         "none" when neither is present.
 
 Late frames (video_latency_s): a camera delivers a frame some time after its capture time t
 (USB cameras plus decoding: 0.1-0.3 s). A window whose audio is complete waits until frames up
@@ -72,6 +74,7 @@ from .. import EMOTIONS, frontend
 from .. import frontend as _frontend_module
 from ..errors import EdgeLadderError
 from ..features import batch_inputs
+from ..presence import SILENCE_DBFS, audio_present, evidence, face_present, rms_dbfs  # noqa: F401
 from .base import Model
 
 
@@ -105,16 +108,11 @@ class Prediction:
     skipped: int = 0                  # windows skipped just before this one (a forward jump in audio time)
     partial: bool = False             # the last window of the input, shorter than window_s (flush())
 
-
-def rms_dbfs(samples: np.ndarray) -> float:
-    """RMS level of float samples in [-1, 1) in dB full scale (-inf for digital silence)."""
-    power = float(np.mean(np.square(samples, dtype=np.float64))) if samples.size else 0.0
-    return 10.0 * math.log10(power) if power > 0 else -math.inf
-
-
-def audio_present(samples: np.ndarray, silence_dbfs: Optional[float]) -> bool:
-    """The presence rule: a window is audio-present unless its RMS is below silence_dbfs."""
-    return samples.size > 0 and (silence_dbfs is None or rms_dbfs(samples) > silence_dbfs)
+    @property
+    def evidence(self) -> str:
+        """"audio+face" | "audio" | "face" | "none" (edge_ladder.presence): with "none" the label
+        is the model's prior, not a reading."""
+        return evidence(*self.presence)
 
 
 def clock_hint(value: float, reference: float, origin: float) -> str:
@@ -282,17 +280,19 @@ class Stream:
     end (in audio time) it may wait for late frames (default 0.3 s, a USB camera; 0 = never
     wait). channel_order: "bgr" (OpenCV), "rgb" or "gray" frames. max_clock_skew_s: a frame
     farther than this from the audio clock is refused as a clock mistake (None: never).
+    cascade: the Haar cascade file of that detector (faces.find_cascade: None = $EDGE_LADDER_CASCADE
+    or the default file from cv2.data / /usr/share/opencv4/haarcascades); given, it is loaded here.
     cpu_clock: the clock stats() charges the stages with (time.thread_time: the feeding
     threads' own CPU; time.process_time counts OpenCV's worker threads too, when nothing else
     in the process runs meanwhile).
     """
 
     def __init__(self, model: Model, window_s: float = 2.0, hop_s: float = 0.5, smoothing: float = 0.5,
-                 detector=None, silence_dbfs: Optional[float] = -60.0, max_frame_gap_s: float = 0.25,
+                 detector=None, silence_dbfs: Optional[float] = SILENCE_DBFS, max_frame_gap_s: float = 0.25,
                  sample_rate: int = frontend.SAMPLE_RATE, keep_inputs: bool = False,
                  frontend: str = "numpy", video_latency_s: float = DEFAULT_VIDEO_LATENCY_S,
                  channel_order: str = "bgr", max_clock_skew_s: Optional[float] = DEFAULT_MAX_CLOCK_SKEW_S,
-                 cpu_clock=time.thread_time):
+                 cascade: Optional[str] = None, cpu_clock=time.thread_time):
         requested_frontend, frontend = frontend, _frontend_module
         fps = frontend.VIDEO_FPS
         if sample_rate != frontend.SAMPLE_RATE:
@@ -323,6 +323,9 @@ class Stream:
         self.channel_order = channel_order
         self.max_clock_skew_s = None if max_clock_skew_s is None else float(max_clock_skew_s)
         self.detector = detector
+        if detector is None and cascade is not None:   # a wrong path fails here, not in the camera thread
+            from ..faces import FaceDetector
+            self.detector = FaceDetector(cascade=cascade)
         self.keep_inputs = keep_inputs
         self.cpu_clock = cpu_clock
         self.window_samples = round(window_s * sample_rate)
@@ -754,7 +757,7 @@ class Stream:
             result, feeds = self._gpu.run(samples, crops, audio_present=present, keep_inputs=self.keep_inputs,
                                           channel_order=order)
             self._charge("model", cpu)
-            presence = (bool(present), bool(valid.any()))
+            presence = (bool(present), face_present(valid))
         else:
             mel_cpu = self.cpu_clock()
             audio = self._mel.window(job.first_sample // frontend.HOP, n_frames, samples, job.first_sample)
@@ -763,7 +766,7 @@ class Stream:
             for i, tick in enumerate(job.ticks):
                 if tick.crop is not None:
                     face[i] = tick.crop
-            feeds = batch_inputs([audio], [face], [valid], audio_present=[present])
+            feeds = batch_inputs([audio], [face], [valid], audio_present=[present], face_present=[face_present(valid)])
             preprocess_ms = (time.perf_counter() - start) * 1e3
             self._add("log-mel", mel_spent)
             self._add("other", self.cpu_clock() - cpu - mel_spent)
