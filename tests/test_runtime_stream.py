@@ -541,3 +541,49 @@ def test_stats_say_where_the_cpu_went(model, clip):
     assert all(stats["cpu_s"][stage] > 0 for stage in ("audio framing", "log-mel", "detection", "crops", "model"))
     assert stats["face_windows"] == len(predictions) and stats["tracker"]["found"] > 0
     assert all(p.timings["latency"] >= p.timings["latency_cpu"] * 0.5 >= 0 for p in predictions)
+
+
+def test_the_cuda_frontend_path_gets_each_ticks_frame_and_box(model, clip, monkeypatch):
+    """frontend="kernels-cuda" hands GpuFrontEnd.run the window's PCM and, per tick, the frame and
+    square box the numpy path crops (gray frames as BGR, since the kernels crop colour frames).
+    A numpy stand-in for GpuFrontEnd (the CUDA kernels are tested against numpy on GPU hosts)
+    then gives the numpy stream's inputs exactly."""
+    cv2 = pytest.importorskip("cv2")
+    from edge_ladder.runtime import gpu_frontend, stream as stream_module
+    runs = []
+
+    class NumpyGpuFrontEnd:
+        def __init__(self, model):
+            self.model = model
+
+        def run(self, pcm, ticks, audio_present=None, keep_inputs=False, channel_order="bgr"):
+            runs.append(channel_order)
+            assert all(frame is None or frame.ndim == 3 for frame, _ in ticks)
+            face = np.array([frontend.face_crop(frame, box, channel_order=channel_order) if box is not None
+                             else np.zeros((48, 48), np.float32) for frame, box in ticks])
+            valid = [box is not None for _, box in ticks]
+            feeds = batch_inputs([frontend.log_mel(pcm)], [face], [valid], audio_present=[audio_present])
+            return self.model.predict(feeds), feeds
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(stream_module, "choose_frontend", lambda model, requested: ("kernels-cuda", "stand-in"))
+    monkeypatch.setattr(gpu_frontend, "GpuFrontEnd", NumpyGpuFrontEnd)
+    pcm, raw, times, _ = clip
+    settings = dict(window_s=1.0, hop_s=0.5, smoothing=0.0, silence_dbfs=None, keep_inputs=True)
+    for order, frames in (("bgr", raw), ("gray", [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in raw])):
+        got = feed_live(Stream(model, **settings, frontend="kernels", channel_order=order), pcm, frames, times,
+                        seed=17, flush=True)
+        monkeypatch.undo()
+        want = feed_live(Stream(model, **settings, channel_order=order), pcm, frames, times, seed=17, flush=True)
+        monkeypatch.setattr(stream_module, "choose_frontend", lambda model, requested: ("kernels-cuda", "stand-in"))
+        monkeypatch.setattr(gpu_frontend, "GpuFrontEnd", NumpyGpuFrontEnd)
+        assert len(got) == len(want) >= 3 and all(p.frontend == "kernels-cuda" for p in got)
+        for g, w in zip(got, want):
+            for name in w.inputs:
+                if order == "gray" and name == "face":       # luma of (v, v, v) is v to float rounding
+                    np.testing.assert_allclose(g.inputs[name], w.inputs[name], atol=1e-4)
+                else:
+                    np.testing.assert_array_equal(g.inputs[name], w.inputs[name], err_msg=name)
+    assert set(runs) == {"bgr"}
