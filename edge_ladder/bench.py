@@ -672,8 +672,8 @@ def write_markdown(path, report: dict) -> Path:
 
 def write_histogram(path, report: dict) -> Path:
     """Latency histogram PNG (one translucent histogram per model, shared bins)."""
-    import io
     from ._deps import require
+    from .atomic import atomic_write_png
     matplotlib = require("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -690,12 +690,7 @@ def write_histogram(path, report: dict) -> Path:
     ax.set_title(f"edge-ladder bench, batch {runs[0]['batch']}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return atomic_write_png(path, fig)
 
 
 # ---------------------------------------------------------------------------------------------

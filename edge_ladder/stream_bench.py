@@ -34,8 +34,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Optional
 
 import numpy as np
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List
 
 import numpy as np
 
@@ -29,19 +29,9 @@ BLOCK_S = 0.1                 # seconds of audio per feed_audio call
 def video_frames(path) -> Iterator[tuple]:
     """(t seconds, frame (H, W, 3) uint8 BGR) for every decoded frame, t = i / the file's frame
     rate (media.read_video's clock), decoded one at a time."""
-    from .._deps import require
-    from ..media import MediaError, _check_file
-    cv2 = require("cv2")
-    path = _check_file(path, "video")
-    capture = cv2.VideoCapture(str(path))
+    from ..media import MediaError, open_video
+    capture, fps = open_video(path)
     try:
-        if not capture.isOpened():
-            raise MediaError(f"{path}: OpenCV cannot open this video (unsupported or corrupt container). "
-                             f"Check it with `ffprobe {path}`.")
-        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-        if not (np.isfinite(fps) and 1.0 <= fps <= 1000.0):
-            raise MediaError(f"{path}: the file does not state a usable frame rate (got {fps}); cannot place its "
-                             f"frames in time. Re-encode it with `ffmpeg -i IN -r 30 OUT.mp4`.")
         index = 0
         while True:
             ok, frame = capture.read()
@@ -57,12 +47,10 @@ def video_frames(path) -> Iterator[tuple]:
 
 def _video_duration(path) -> float:
     """Seconds of video: decoded frames / the file's frame rate (frames grabbed, not converted)."""
-    from .._deps import require
-    cv2 = require("cv2")
-    next(video_frames(path))                                        # the file's checks, with their messages
-    capture = cv2.VideoCapture(str(path))
+    from ..media import open_video
+    capture, fps = open_video(path)
     try:
-        fps, frames = float(capture.get(cv2.CAP_PROP_FPS)), 0
+        frames = 0
         while capture.grab():
             frames += 1
     finally:
@@ -118,9 +106,8 @@ def window_rows(predictions) -> List[dict]:
 def plot_timeline(path, rows: List[dict], title: str = "") -> Path:
     """A PNG of each emotion's probability over time (at window centres), the windows without a
     face shaded grey and those without audio hatched. Needs matplotlib (imported here only)."""
-    import io
     from .._deps import require
-    from ..features import atomic_write_bytes
+    from ..atomic import atomic_write_png
     if not rows:
         raise EdgeLadderError("no windows to plot: the recording is shorter than one audio frame (25 ms).")
     matplotlib = require("matplotlib")
@@ -143,9 +130,4 @@ def plot_timeline(path, rows: List[dict], title: str = "") -> Path:
     ax.set_title(title)
     ax.legend(ncol=6, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return atomic_write_png(path, fig)
