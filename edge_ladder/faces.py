@@ -12,8 +12,9 @@ and the streaming runtime, so their face crops agree exactly.
 
 Tracking rule (FaceTracker.update, one call per 10 fps model tick, in time order):
   * a full-frame detection (FaceDetector.detect) runs on the first tick, every `redetect_every`
-    ticks after the last one, and on the tick the face is lost (the first tick on which the
-    search around the last box misses);
+    ticks after the last one (with a face tracked, only for faces of at least 0.75x its size,
+    the ones that could replace it), and on the tick the face is lost (the first tick on which
+    the search around the last box misses);
   * on every other tick, only a region around the last detected box is searched
     (FaceDetector.detect_near), shrunk so the face there is about the cascade's own window: a
     720p frame's region search costs about a twentieth of its full-frame detection;
@@ -41,6 +42,9 @@ TRACK_FACE_PX = 26          # the region search shrinks the last face to about t
                             # factor, OpenCV's fast area resize): just above the cascade's 24-px window
 TRACK_GROWTH = 1.4          # ... and finds faces up to this factor larger
 TRACK_SCALE_FACTOR = 1.25   # pyramid step of the region search (its 3-4 levels span 24 px .. growth)
+REDETECT_MIN_SHARE = 0.75   # a periodic full-frame search while a face is tracked looks only for faces
+                            # at least this share of its size: a smaller one would not replace it (the
+                            # largest face is used), and skipping them shrinks the frame further
 CHANNEL_ORDERS = ("bgr", "rgb", "gray")
 
 # where OpenCV installs its cascades when cv2.data is absent (apt / JetPack / source builds)
@@ -175,17 +179,22 @@ class FaceDetector:
         x, y, w, h = max(np.asarray(found, dtype=np.float64), key=lambda b: b[2] * b[3])
         return (x / scale, y / scale, w / scale, h / scale)
 
-    def detect(self, frame: np.ndarray, channel_order: str = "bgr"):
+    def detect(self, frame: np.ndarray, channel_order: str = "bgr", min_face: Optional[float] = None):
         """One frame (H, W, 3) uint8 BGR (RGB with channel_order="rgb") or (H, W) gray ->
         (x, y, w, h) floats in pixels of the largest detected face, or None. Searches the
-        whole frame."""
+        whole frame, for faces of at least min_size pixels (or min_face, when larger)."""
         gray = self._gray(frame, channel_order)
         # Shrink the frame so the smallest wanted face is the cascade's own 24-px window: no time
         # is spent on faces smaller than min_size, and the pyramid starts at its first level.
         scale = min(1.0, CASCADE_WINDOW / self.min_size)
         if self.detect_width:
             scale = min(scale, self.detect_width / gray.shape[1])
-        return self._largest(gray, scale, max(CASCADE_WINDOW, int(round(self.min_size * scale))))
+        smallest = self.min_size
+        if min_face is not None and min_face > self.min_size:
+            # only larger faces wanted: shrink further, by a whole factor (OpenCV's fast area resize)
+            smallest = float(min_face)
+            scale = 1.0 / max(int(smallest // CASCADE_WINDOW), math.ceil(1.0 / scale - 1e-9))
+        return self._largest(gray, scale, max(CASCADE_WINDOW, int(round(smallest * scale))))
 
     def detect_near(self, frame: np.ndarray, box, channel_order: str = "bgr"):
         """The largest face in a region around `box` (x, y, w, h), or None. The region reaches
@@ -243,8 +252,9 @@ class FaceTracker:
         found, kinds = None, []
         if frame is not None:
             due = self.since_full is None or self.since_full + 1 >= detector.redetect_every
-            if due:
-                found = self._full(frame, channel_order, kinds)
+            if due:       # periodic: with a face tracked, only faces that could replace it (REDETECT_MIN_SHARE)
+                min_face = REDETECT_MIN_SHARE * max(self.anchor[2:]) if self.anchor is not None else None
+                found = self._full(frame, channel_order, kinds, min_face)
             if found is None and self.anchor is not None:
                 kinds.append("region")
                 self.counts["region"] += 1
@@ -277,11 +287,11 @@ class FaceTracker:
         self.counts["none"] += n_ticks
         self.last_kind = ""
 
-    def _full(self, frame, channel_order, kinds):
+    def _full(self, frame, channel_order, kinds, min_face=None):
         kinds.append("full")
         self.counts["full"] += 1
         self.since_full = 0
-        return self.detector.detect(frame, channel_order)
+        return self.detector.detect(frame, channel_order, min_face)
 
 
 def track_boxes(boxes, max_reuse: int) -> list:

@@ -218,20 +218,44 @@ def test_detect_near_finds_the_face_of_a_720p_frame_in_pixels_of_the_frame(clip_
 
 
 def test_the_tracking_rule_keeps_the_face_found_rate_of_full_detection(tiny_corpus):
-    """Face-found rate on the generated corpus, full-frame detection on every tick (the old rule)
-    against tracking: no faces traded for speed."""
+    """Face-found rate on the generated corpus: the old rule (a full-frame detection on every
+    tick, a miss reusing the last box for max_reuse ticks) against tracking: no faces traded
+    for speed."""
+    from edge_ladder.faces import track_boxes
     flvs = sorted((tiny_corpus / "VideoFlash").glob("*.flv"))
-    rates = {}
-    for name, every in (("full every tick", 1), ("tracking", 10)):
-        detector = FaceDetector(redetect_every=every)
-        found = total = 0
-        for flv in flvs:
-            boxes = detector.track(media.read_video(flv)[0])
-            found += sum(box is not None for box in boxes)
-            total += len(boxes)
-        rates[name] = found / total
-    print(f"faces found in {len(flvs)} generated clips: {rates}")
-    assert rates["tracking"] >= rates["full every tick"] - 0.005 and rates["tracking"] >= 0.99
+    detector = FaceDetector()
+    found = {"full-frame every tick": 0, "tracking": 0}
+    total = 0
+    for flv in flvs:
+        frames = media.read_video(flv)[0]
+        old = track_boxes([detector.detect(frame) for frame in frames], detector.max_reuse)
+        found["full-frame every tick"] += sum(box is not None for box in old)
+        found["tracking"] += sum(box is not None for box in detector.track(frames))
+        total += len(frames)
+    rates = {name: count / total for name, count in found.items()}
+    print(f"faces found in {total} ticks of {len(flvs)} generated clips: {rates}")
+    assert rates["tracking"] >= rates["full-frame every tick"] - 0.005 and rates["tracking"] >= 0.99
+
+
+def test_a_periodic_full_detection_looks_only_for_faces_that_could_replace_the_tracked_one(clip_frames):
+    small = clip_frames[0][0]
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    frame[100:580, 400:1040] = cv2.resize(small, (640, 480), interpolation=cv2.INTER_LINEAR)
+    detector = FaceDetector()
+    box = detector.detect(frame)
+    assert detector.detect(frame, min_face=0.75 * box[2]) == pytest.approx(box, abs=0.15 * box[2])
+    assert detector.detect(frame, min_face=1.6 * box[2]) is None            # only faces much larger: none
+    scales = []                                   # the shrink of each full-frame search
+    original = detector._largest
+    detector._largest = lambda gray, scale, *a, **k: (scales.append(scale) if gray.shape == frame.shape[:2] else None,
+                                                      original(gray, scale, *a, **k))[1]
+    tracker = detector.tracker()
+    for _ in range(11):
+        tracker.update(frame)
+    assert tracker.counts["full"] == 2 and tracker.counts["region"] == 9
+    # the first search: 1280 -> 320 px wide; the periodic one shrinks by the whole factor that makes
+    # 0.75x the tracked face the cascade's 24-px window
+    assert scales[0] == 0.25 and scales[1] < 0.25 and (1 / scales[1]).is_integer()
 
 
 def test_detector_settings_are_checked():
