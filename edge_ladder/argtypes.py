@@ -21,14 +21,20 @@ from .errors import EdgeLadderError
 
 
 class Range:
-    """An int or float within optional bounds: minimum/maximum inclusive, above/below exclusive."""
+    """An int or float within optional bounds: minimum/maximum inclusive, above/below exclusive;
+    `why` is said with the range ('an integer >= 2 (batch normalisation needs two clips)')."""
 
-    def __init__(self, kind=float, minimum=None, maximum=None, above=None, below=None):
+    def __init__(self, kind=float, minimum=None, maximum=None, above=None, below=None, why: str = ""):
         self.kind, self.minimum, self.maximum, self.above, self.below = kind, minimum, maximum, above, below
+        self.why = why
         self.__name__ = "integer" if kind is int else "number"     # argparse names the type by it
 
     def describe(self) -> str:
-        """'an integer >= 1', 'a number > 0', 'a number in [0, 0.5)'."""
+        """'an integer >= 1', 'a number > 0', 'a number in [0, 0.5)' (+ ' (why)')."""
+        text = self._bounds()
+        return f"{text} ({self.why})" if self.why else text
+
+    def _bounds(self) -> str:
         what = "an integer" if self.kind is int else "a number"
         low = (f"[{self.minimum:g}" if self.minimum is not None else f"({self.above:g}"
                if self.above is not None else None)
@@ -77,6 +83,7 @@ POSITIVE_INT = Range(int, minimum=1)          # counts: workers, threads, iterat
 NON_NEGATIVE_INT = Range(int, minimum=0)      # seeds (numpy refuses negative ones), indices
 POSITIVE = Range(float, above=0)              # durations, learning rates
 NON_NEGATIVE = Range(float, minimum=0)
+FOLDS = Range(int, minimum=3, why="a test fold, a dev fold and at least one train fold")
 
 TORCH_DEVICES = "auto, cpu, cuda or cuda:N"
 _TORCH_DEVICE = re.compile(r"(auto|cpu|cuda(:\d+)?)")

@@ -38,7 +38,7 @@ from .features import atomic_write_bytes, atomic_write_json, batch_clips, load_s
 # ranges of the numeric settings: checked when the command line is parsed and when a TrainConfig
 # is made (edge_ladder.argtypes)
 EPOCHS = POSITIVE_INT
-BATCH_SIZE = Range(int, minimum=2)            # batch normalisation needs two clips
+BATCH_SIZE = Range(int, minimum=2, why="batch normalisation needs two clips")
 LEARNING_RATE = POSITIVE
 MODALITY_DROPOUT = Range(float, minimum=0, below=0.5)   # per modality, never both: < 1/2
 NOISE_STD = NON_NEGATIVE

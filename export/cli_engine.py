@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..argtypes import POSITIVE_INT
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("onnx", type=Path, help="model.onnx (fp32) or model.fp16.onnx from `edge-ladder export`")
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{key}-shapes", default=None, metavar="NAME:DxD,...",
                             help=f"{key} shapes of the optimization profile, e.g. audio:1x198x80,face:1x20x1x48x48 "
                                  f"(default: export.json beside the ONNX)")
-    parser.add_argument("--workspace", type=int, default=None, metavar="MiB", help="builder workspace limit")
+    parser.add_argument("--workspace", type=POSITIVE_INT, default=None, metavar="MiB", help="builder workspace limit")
     parser.add_argument("--opt-level", type=int, default=None, choices=range(6), metavar="N",
                         help="builder optimization level 0-5 (TensorRT >= 8.6)")
     parser.add_argument("--timing-cache", type=Path, default=None, metavar="PATH",

@@ -240,7 +240,7 @@ def check_int8(report: dict, what: str) -> None:
 def decisive_text(report: dict) -> str:
     """'decisive clips 0.9896 of 96' or 'decisive clips not checked (0 of 54 decisive)'."""
     if report["decisive_agreement"] is None:
-        return f"decisive clips not checked (0 of {report['samples']} decisive)"
+        return f"decisive clips: not checked, 0 of {report['samples']} decisive"
     return f"decisive clips {report['decisive_agreement']:.4f} of {report['decisive_samples']}"
 
 
