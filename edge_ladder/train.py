@@ -9,10 +9,16 @@ checkpoint by dev loss, and writes
                              report = edge_ladder.metrics.classification_report of the best checkpoint
     RUN_DIR/confusion.png    test-split confusion matrix
 
-Every file is written atomically. The loop reseeds the RNGs at the start of every epoch from
-(seed, epoch), so `--resume` after an interruption gives the same weights as a run that was
-never interrupted; resume refuses other settings or another features directory (last.pt
-records the sha256 of manifest.json and splits.json). Multi-process training: `torchrun --nproc-per-node N -m edge_ladder.train ...`
+Every file is written atomically. A RUN_DIR that already holds a run is refused unless --resume
+(continue) or --force (delete and start over). The loop reseeds the RNGs at the start of every
+epoch from (seed, epoch), so `--resume` after an interruption gives the same weights as a run that
+was never interrupted; resume refuses other settings or another features directory (last.pt
+records the sha256 of manifest.json and splits.json). `--resume --epochs N` with more epochs than
+planned extends the run: the learning rate follows the N-epoch schedule from there on (equal to an
+uninterrupted N-epoch run unless the epochs done had already entered the old schedule's decay;
+extension_note says which). `--init-from CHECKPOINT` starts a new run from a checkpoint's weights
+and normalisation. checkpoint.pt also records its data ("data": features identity, train/dev/test
+actors) for evaluate's held-out check, and "init_from" when it started from another checkpoint. Multi-process training: `torchrun --nproc-per-node N -m edge_ladder.train ...`
 (gloo on CPU, nccl on CUDA); each process takes 1/N of every epoch, rank 0 writes the files.
 """
 from __future__ import annotations
@@ -314,7 +320,8 @@ def extension_note(config: TrainConfig, done: int, planned: int, steps_per_epoch
     old_total, new_total = planned * steps_per_epoch, config.epochs * steps_per_epoch
     same = all(learning_rate(config, step, old_total) == learning_rate(config, step, new_total)
                for step in range(done * steps_per_epoch))
-    head = (f"--resume: extending {planned} -> {config.epochs} epochs (from epoch {done + 1}); the learning rate "
+    change = "extending" if config.epochs > planned else "shortening"
+    head = (f"--resume: {change} {planned} -> {config.epochs} epochs (from epoch {done + 1}); the learning rate "
             f"follows the {config.epochs}-epoch schedule (constant {config.lr:g}, linear decay to 0 over the last "
             f"third)")
     if same:
