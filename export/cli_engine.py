@@ -1,5 +1,6 @@
 """`edge-ladder build-engine MODEL.onnx --out MODEL.engine [--fp16] [--min-shapes/--opt-shapes/
---max-shapes audio:1x300x80,...] [--workspace MiB] [--opt-level N] [--timing-cache PATH]`
+--max-shapes audio:1x300x80,...] [--workspace MiB] [--opt-level N] [--timing-cache PATH] [--tf32]
+[--contexts N]`
 
 Flags follow trtexec. Runs where TensorRT and a CUDA GPU exist (build on the target device).
 """
@@ -24,12 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opt-level", type=int, default=None, choices=range(6), metavar="N",
                         help="builder optimization level 0-5 (TensorRT >= 8.6)")
     parser.add_argument("--timing-cache", type=Path, default=None, metavar="PATH",
-                        help="read and update this timing cache (faster rebuilds on the same device)")
+                        help="read and update this timing cache (faster rebuilds on the same device; one "
+                             "from another device is replaced, with a warning)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="allow TF32 for FP32 layers (TensorRT's default; off here, so FP32 layers run FP32)")
+    parser.add_argument("--contexts", type=int, default=None, metavar="N",
+                        help="TensorRT 8.5: threads that may run the engine at once (builds N identical "
+                             "optimisation profiles; default 4). 8.6+ shares one profile among any number")
 
 
 def run(args: argparse.Namespace) -> int:
     from .engine import build_engine
     build_engine(args.onnx, args.out, fp16=args.fp16, min_shapes=args.min_shapes, opt_shapes=args.opt_shapes,
                  max_shapes=args.max_shapes, workspace_mib=args.workspace, opt_level=args.opt_level,
-                 timing_cache=args.timing_cache)
+                 timing_cache=args.timing_cache, tf32=args.tf32, contexts=args.contexts)
     return 0

@@ -26,6 +26,25 @@ The precision check (never a silent FP32 engine) depends on the network's typing
                    layer (convolution, matrix multiply, fully connected, gemm, Myelin region) running in
                    FP16 (FP16 Casts do not count); FP32 asked allows no FP16 layer output.
 
+Threads (`plan_profiles`): before TensorRT 10 each execution context in concurrent use needs its
+own optimisation profile. 8.6: PreviewFeature.PROFILE_SHARING_0806 is enabled at build, so one
+profile serves any number of threads; 8.5: `--contexts N` (default 4) identical profiles, one per
+thread the runtime may run at once; 10.x / 11.x share profiles by default. The sidecar records
+profile_sharing and contexts.
+
+TF32: BuilderFlag.TF32 is "Enabled by default"; it is cleared unless `--tf32` (an "fp32" engine
+and the FP32 layers of an FP16 one then really run FP32 on Orin / Thor), and the sidecar says which.
+
+Reading precisions: the engine inspector shows tensor formats of a dynamic-shape engine only
+with an execution context attached whose input shapes are all set ("Otherwise, values dependent
+on input shapes will be displayed as -1 and format information will not be shown",
+NvInferRuntime.h IEngineInspector::setExecutionContext), so `inspect_engine` attaches one per
+profile at its opt shapes.
+
+Files: the engine and its sidecar are staged and renamed together at the end (`write_engine_pair`);
+a timing cache TensorRT refuses (another GPU / TensorRT) is replaced by a fresh one with a
+warning, and a missing one is never fatal.
+
 Everything TensorRT is imported lazily (edge_ladder._deps.require): this module imports on a
 machine without it, and its pure functions are tested there.
 """
@@ -33,20 +52,25 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import re
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 from .._deps import require
 from ..errors import EdgeLadderError
 from ..features import INPUT_NAMES, atomic_write_bytes, atomic_write_json
 from ..runtime.sidecar import check_sidecar as _runtime_check_sidecar
-from ..runtime.sidecar import sha256_file, sidecar_path
+from ..runtime.sidecar import sha256_bytes, sha256_file, sidecar_path
+from ..runtime.trt_backend import trt_logger
 from .shapes import DEFAULT_PROFILE, format_shapes, resolve_profile
 
 SIDECAR_FORMAT = "edge-ladder-engine"
+SIDECAR_VERSION = 2           # 2: full TensorRT version, SM count + memory, tf32, profile_sharing, contexts
+DEFAULT_CONTEXTS = 4          # TensorRT 8.5: identical profiles built, threads served at once
 
 
 class EngineBuildError(EdgeLadderError):
@@ -99,6 +123,31 @@ def plan_build(trt_version: str, has_fp16_flag: bool, has_strongly_typed: bool, 
                                f"engine needs a strongly typed FP16 graph. Build the one `edge-ladder export` "
                                f"wrote beside it: `edge-ladder build-engine {fp16_path} --fp16 --out ...`.")
     return BuildPlan("fp32", strongly_typed=has_strongly_typed, fp16_flag=False, explicit_batch=explicit_batch)
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    profiles: int                  # identical optimisation profiles to build
+    sharing: bool                  # several live execution contexts may use one profile
+    preview_sharing: bool          # set PreviewFeature.PROFILE_SHARING_0806 (TensorRT 8.6)
+    contexts: Optional[int]        # threads the engine serves at once; None: any number
+
+
+def _check_contexts(contexts: Optional[int]) -> None:
+    if contexts is not None and int(contexts) < 1:
+        raise EngineBuildError(f"--contexts must be at least 1 (threads that may run the engine at once); got {contexts}.")
+
+
+def plan_profiles(trt_version: str, has_profile_sharing: bool, contexts: Optional[int] = None) -> ProfilePlan:
+    """How threads get optimisation profiles on this TensorRT (see the module docstring).
+    has_profile_sharing: PreviewFeature.PROFILE_SHARING_0806 exists (8.6, 10.x). contexts: --contexts."""
+    _check_contexts(contexts)
+    if trt_major(trt_version) >= 10:
+        return ProfilePlan(1, sharing=True, preview_sharing=False, contexts=None)
+    if has_profile_sharing:
+        return ProfilePlan(1, sharing=True, preview_sharing=True, contexts=None)
+    n = int(contexts) if contexts is not None else DEFAULT_CONTEXTS
+    return ProfilePlan(n, sharing=False, preview_sharing=False, contexts=n)
 
 
 # How the engine inspector names things (LayerInformationFormat.JSON, ProfilingVerbosity.DETAILED):
@@ -337,8 +386,9 @@ def apply_precision(trt, config, network, choice: BuildPlan, log=print) -> int:
 
 
 def cuda_device_info(device: int = 0) -> dict:
-    """{'gpu_name', 'compute_capability' ('8.7'), 'cuda_version' (driver API, '12.6')} or {} when no
-    CUDA driver/device is present."""
+    """{'gpu_name', 'compute_capability' ('8.7'), 'sm_count', 'memory_mib', 'cuda_version' (driver
+    API, '12.6')} or {} when no CUDA driver/device is present. The SM count and memory tell Orin
+    modules apart: all of them report the name "Orin"."""
     for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
         try:
             cuda = ctypes.CDLL(name)
@@ -347,39 +397,42 @@ def cuda_device_info(device: int = 0) -> dict:
             continue
     else:
         return {}
-    handle, major, minor, version = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    handle, major, minor, sms, version = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    memory = ctypes.c_size_t()
     raw_name = ctypes.create_string_buffer(256)
     if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(handle), device) != 0:
         return {}
     cuda.cuDeviceGetName(raw_name, 256, handle)
     cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, handle)  # COMPUTE_CAPABILITY_MAJOR
     cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, handle)  # COMPUTE_CAPABILITY_MINOR
+    cuda.cuDeviceGetAttribute(ctypes.byref(sms), 16, handle)    # MULTIPROCESSOR_COUNT
+    cuda.cuDeviceTotalMem_v2(ctypes.byref(memory), handle)      # cuda.h: #define cuDeviceTotalMem cuDeviceTotalMem_v2
     cuda.cuDriverGetVersion(ctypes.byref(version))
     return {"gpu_name": raw_name.value.decode(errors="replace"),
             "compute_capability": f"{major.value}.{minor.value}",
+            "sm_count": sms.value, "memory_mib": memory.value >> 20,
             "cuda_version": f"{version.value // 1000}.{version.value % 1000 // 10}"}
 
 
-def profile_for_sidecar(profile: dict) -> list[dict]:
-    """{'min': shapes, 'opt': ..., 'max': ...} -> [{input: {'min': [...], 'opt': [...], 'max': [...]}}]."""
-    return [{name: {key: list(profile[key][name]) for key in ("min", "opt", "max")} for name in INPUT_NAMES}]
+def profile_for_sidecar(profile: dict, copies: int = 1) -> list[dict]:
+    """{'min': shapes, 'opt': ..., 'max': ...} -> [{input: {'min': [...], 'opt': [...], 'max': [...]}}] * copies."""
+    one = {name: {key: list(profile[key][name]) for key in ("min", "opt", "max")} for name in INPUT_NAMES}
+    return [one] * copies
 
 
-def check_sidecar(engine_path, tensorrt_version: str | None = None, gpu_name: str | None = None,
-                  compute_capability: str | None = None) -> dict:
+def check_sidecar(engine_path, tensorrt_version: str | None = None, device: dict | None = None) -> dict:
     """Refuse an engine this TensorRT/GPU must not load (other TensorRT, other GPU, changed file),
-    with the rebuild command; returns the sidecar. Unspecified facts are probed here."""
+    with the rebuild command; returns the sidecar. device: cuda_device_info()'s keys (probed here
+    when None)."""
     if tensorrt_version is None:
         tensorrt_version = require("tensorrt").__version__
-    if gpu_name is None or compute_capability is None:
-        device = cuda_device_info()
-        if not device:
-            raise EngineBuildError("no CUDA device found: a TensorRT engine can only be checked and run on a GPU.")
-        gpu_name = gpu_name or device["gpu_name"]
-        compute_capability = compute_capability or device["compute_capability"]
+    device = device or cuda_device_info()
+    if not device:
+        raise EngineBuildError("no CUDA device found: a TensorRT engine can only be checked and run on a GPU.")
     engine_bytes = Path(engine_path).read_bytes()
     return _runtime_check_sidecar(engine_path, engine_bytes, tensorrt_version=tensorrt_version,
-                                  gpu_name=gpu_name, compute_capability=compute_capability)
+                                  gpu_name=device["gpu_name"], compute_capability=device["compute_capability"],
+                                  sm_count=device["sm_count"], memory_mib=device["memory_mib"])
 
 
 def default_profile_for(onnx_path: Path) -> dict:
@@ -448,12 +501,127 @@ def _graph_is_fp16(trt, network) -> bool:
     return False
 
 
+def apply_tf32(trt, config, tf32: bool) -> bool:
+    """BuilderFlag.TF32 set when tf32, else cleared (trt_docs.py BuilderFlag.TF32: "Enabled by
+    default"; Polygraphy clears it too). Returns the flag as the config now holds it."""
+    if tf32:
+        config.set_flag(trt.BuilderFlag.TF32)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    return bool(config.get_flag(trt.BuilderFlag.TF32))
+
+
+def add_profiles(trt, builder, config, network, profile: dict, profile_plan: ProfilePlan, onnx_path) -> None:
+    """profile_plan.profiles identical optimisation profiles, plus PROFILE_SHARING_0806 where planned."""
+    if profile_plan.preview_sharing:  # 8.6 only (10.x: on by default, deprecated; 11.x: gone)
+        config.set_preview_feature(trt.PreviewFeature.PROFILE_SHARING_0806, True)
+    for _ in range(profile_plan.profiles):
+        optimization_profile = builder.create_optimization_profile()
+        for index in range(network.num_inputs):
+            name = network.get_input(index).name
+            if name not in profile["min"]:
+                raise EngineBuildError(f"{onnx_path} has input {name!r}; expected {INPUT_NAMES}. Re-export the model.")
+            optimization_profile.set_shape(name, profile["min"][name], profile["opt"][name], profile["max"][name])
+        if config.add_optimization_profile(optimization_profile) < 0:
+            raise EngineBuildError(f"TensorRT refused the optimisation profile min {format_shapes(profile['min'])} "
+                                   f"opt {format_shapes(profile['opt'])} max {format_shapes(profile['max'])}; "
+                                   f"check --min-shapes <= --opt-shapes <= --max-shapes.")
+
+
+def attach_timing_cache(trt, config, path: Path, log=print):
+    """Read `path` (if it exists) into a timing cache set on config; -> that ITimingCache, or None.
+
+    set_timing_cache "returns a BOOL indicating whether the operation is done successfully"; a
+    cache from another device fails it ("A failure will be reported if the CUDA device property in
+    the provided cache is different from current environment", trt_docs.py
+    IBuilderConfig.set_timing_cache). Then the build goes on with a fresh cache, which replaces the
+    file afterwards (trtexec instead passes ignore_mismatch=True and keeps the foreign timings;
+    here they would steer tactic choice on this device)."""
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache
+    if data:
+        log(f"WARNING: timing cache {path} was refused by TensorRT {trt.__version__} (made on another GPU or by "
+            f"another TensorRT?); building with a new cache, which will replace it.")
+        cache = config.create_timing_cache(b"")
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return cache
+    log(f"WARNING: TensorRT could not set up a timing cache; building without one ({path} is not written).")
+    return None
+
+
+def timing_cache_bytes(config, path: Path, log=print) -> Optional[bytes]:
+    """The config's timing cache after the build, serialised; None (with a warning) when
+    get_timing_cache returns None ("or `None` if no timing cache is set")."""
+    updated = config.get_timing_cache()
+    if updated is None:
+        log(f"WARNING: TensorRT returned no timing cache after the build; {path} is not updated.")
+        return None
+    return bytes(updated.serialize())  # ITimingCache.serialize -> IHostMemory (trt_docs.py, 8.6-11.4)
+
+
+def inspect_engine(trt, engine, opt_shapes: dict) -> dict:
+    """`layer_precisions` of every layer of every profile, each profile read with an execution
+    context on it at the opt shapes attached to the inspector: without one, dynamic dimensions
+    read -1 and no format is shown (NvInferRuntime.h IEngineInspector::setExecutionContext;
+    trt_docs.py IEngineInspector.execution_context). Before 10.0 an engine lists its layers once
+    per profile (num_layers counts them all); the contexts live together, one profile each."""
+    n_profiles = engine.num_optimization_profiles
+    per_profile = engine.num_layers // n_profiles
+    inspector = engine.create_engine_inspector()
+    live_contexts, layer_infos = [], []
+    for profile_index in range(n_profiles):
+        context = engine.create_execution_context()
+        if context is None or not context.set_optimization_profile_async(profile_index, 0):
+            raise EngineBuildError(f"could not create an execution context on profile {profile_index} to inspect the "
+                                   f"engine's layer precisions (out of GPU memory?).")
+        live_contexts.append(context)
+        for name, shape in opt_shapes.items():
+            if not context.set_input_shape(name, shape):
+                raise EngineBuildError(f"the built engine refused its own opt shape {shape} for {name}.")
+        # IEngineInspector.execution_context (read/write property, 8.6-11.4 per trt_docs.py) is set
+        # with setattr: the binding-name checker cannot see it in the compiled module.
+        setattr(inspector, "execution_context", context)
+        for index in range(profile_index * per_profile, (profile_index + 1) * per_profile):
+            layer_infos.append(json.loads(inspector.get_layer_information(index, trt.LayerInformationFormat.JSON)))
+    del inspector                       # it refers to the last context: gone before the contexts
+    live_contexts.clear()
+    return layer_precisions({"Layers": layer_infos})
+
+
+def write_engine_pair(engine_path: Path, plan_bytes: bytes, sidecar: dict) -> None:
+    """MODEL.engine and MODEL.engine.json written as a pair: both staged beside their targets,
+    then renamed one after the other; if the second rename fails, the new engine is removed again,
+    so no engine is left without the sidecar that describes it."""
+    engine_path = Path(engine_path)
+    staged_engine = engine_path.with_name(f".{engine_path.name}.staged")
+    staged_sidecar = sidecar_path(staged_engine)
+    try:
+        atomic_write_bytes(staged_engine, plan_bytes)
+        atomic_write_json(staged_sidecar, sidecar)
+        os.replace(staged_engine, engine_path)
+        try:
+            os.replace(staged_sidecar, sidecar_path(engine_path))
+        except BaseException:
+            engine_path.unlink()
+            raise
+    finally:
+        for staged in (staged_engine, staged_sidecar):
+            if staged.exists():
+                staged.unlink()
+
+
 def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | None = None,
                  opt_shapes: str | None = None, max_shapes: str | None = None, workspace_mib: int | None = None,
-                 opt_level: int | None = None, timing_cache=None, log=print) -> dict:
+                 opt_level: int | None = None, timing_cache=None, tf32: bool = False, contexts: int | None = None,
+                 log=print) -> dict:
     """Build MODEL.engine from an ONNX file and write MODEL.engine.json; returns the sidecar dict.
-    Shapes use trtexec syntax; defaults come from export.json beside the ONNX file."""
+    Shapes use trtexec syntax; defaults come from export.json beside the ONNX file. tf32: allow
+    TF32 for FP32 layers (off: they run FP32). contexts: TensorRT 8.5 only, how many threads may
+    run the engine at once (that many identical profiles; default DEFAULT_CONTEXTS)."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    _check_contexts(contexts)
     if not onnx_path.is_file():
         raise EngineBuildError(f"{onnx_path} does not exist. Create it with `edge-ladder export CHECKPOINT --out DIR`.")
     profile = resolve_profile(min_shapes, opt_shapes, max_shapes, default_profile_for(onnx_path))
@@ -461,8 +629,10 @@ def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | N
     device = cuda_device_info()
     if not device:
         raise EngineBuildError("no CUDA device found: TensorRT engines are built on the GPU they will run on.")
+    has_sharing = hasattr(trt, "PreviewFeature") and hasattr(trt.PreviewFeature, "PROFILE_SHARING_0806")
+    profile_plan = plan_profiles(trt.__version__, has_sharing, contexts)
     started = time.time()
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
 
     creation_flags = trt.NetworkDefinitionCreationFlag
@@ -477,7 +647,8 @@ def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | N
     network_flags = (choice.strongly_typed, choice.explicit_batch)
     if network_flags != (probe_choice.strongly_typed, probe_choice.explicit_batch):
         network, parser = _parse(trt, builder, logger, onnx_path, choice)
-    log(f"TensorRT {trt.__version__} on {device['gpu_name']} (sm {device['compute_capability']}): "
+    log(f"TensorRT {trt.__version__} on {device['gpu_name']} (sm {device['compute_capability']}, "
+        f"{device['sm_count']} SMs, {device['memory_mib']} MiB): "
         f"{'strongly typed' if choice.strongly_typed else 'weakly typed'} network, "
         f"{'BuilderFlag.FP16' if choice.fp16_flag else 'no precision flag'} -> {choice.precision} engine")
 
@@ -486,6 +657,7 @@ def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | N
         network_check = verify_network_precision(network_layer_dtypes(trt, network), choice.precision, str(onnx_path))
     config = builder.create_builder_config()
     pinned = apply_precision(trt, config, network, choice, log)
+    tf32_on = apply_tf32(trt, config, tf32)
     if workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     if opt_level is not None:
@@ -496,19 +668,17 @@ def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | N
     monitor = _progress_monitor(trt)
     if monitor is not None:
         config.progress_monitor = monitor
-    cache = None
-    if timing_cache is not None:
-        cache_bytes = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
-        cache = config.create_timing_cache(cache_bytes)
-        config.set_timing_cache(cache, ignore_mismatch=False)
-
-    optimization_profile = builder.create_optimization_profile()
-    for index in range(network.num_inputs):
-        name = network.get_input(index).name
-        if name not in profile["min"]:
-            raise EngineBuildError(f"{onnx_path} has input {name!r}; expected {INPUT_NAMES}. Re-export the model.")
-        optimization_profile.set_shape(name, profile["min"][name], profile["opt"][name], profile["max"][name])
-    config.add_optimization_profile(optimization_profile)
+    cache = attach_timing_cache(trt, config, Path(timing_cache), log) if timing_cache is not None else None
+    add_profiles(trt, builder, config, network, profile, profile_plan, onnx_path)
+    if profile_plan.preview_sharing:
+        log("threads: PreviewFeature.PROFILE_SHARING_0806 on, any number of execution contexts share the profile"
+            + (" (--contexts is not needed on this TensorRT)" if contexts is not None else ""))
+    elif not profile_plan.sharing:
+        log(f"threads: TensorRT {trt.__version__} needs a separate optimisation profile per concurrent execution "
+            f"context: {profile_plan.profiles} identical profiles, so up to {profile_plan.profiles} threads at once "
+            f"(--contexts N for more; the engine holds its layers once per profile)")
+    elif contexts is not None:
+        log(f"threads: TensorRT {trt.__version__} shares profiles across contexts; --contexts is not needed")
 
     log(f"building {engine_path.name}: min {format_shapes(profile['min'])}")
     log(f"  opt {format_shapes(profile['opt'])}  max {format_shapes(profile['max'])} (this takes a while)")
@@ -520,38 +690,46 @@ def build_engine(onnx_path, engine_path, fp16: bool = False, min_shapes: str | N
 
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(plan_bytes)
-    inspector = engine.create_engine_inspector()
-    counts = layer_precisions(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    if engine is None:
+        raise EngineBuildError(f"TensorRT {trt.__version__} could not deserialise the engine it just built (see the log "
+                               f"above).")
+    counts = inspect_engine(trt, engine, profile["opt"])
     if network_check is None:  # weakly typed: the builder may have ignored FP16, the engine decides
         verify_precision(counts, choice.precision, str(engine_path))
+    cache_bytes = timing_cache_bytes(config, Path(timing_cache), log) if cache is not None else None
 
-    atomic_write_bytes(engine_path, plan_bytes)
-    if cache is not None:
-        atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
     sidecar = {
-        "format": SIDECAR_FORMAT, "version": 1,
+        "format": SIDECAR_FORMAT, "version": SIDECAR_VERSION,
         "tensorrt_version": trt.__version__,
         "cuda_version": device["cuda_version"],
         "gpu_name": device["gpu_name"],
         "compute_capability": device["compute_capability"],
+        "gpu_sm_count": device["sm_count"],
+        "gpu_memory_mib": device["memory_mib"],
         "precision": choice.precision,
+        "tf32": tf32_on,
+        "profile_sharing": profile_plan.sharing,
+        "contexts": profile_plan.contexts,
         "build_plan": {**asdict(choice), "fp32_pinned_layers": pinned},
         "precision_check": ("network definition (strongly typed)" if network_check is not None
                             else "engine inspector (weakly typed)"),
         "network_precisions": network_check,
         "layer_precisions": counts,  # strongly typed: supplementary (Myelin regions hide their kernels)
-        "profiles": profile_for_sidecar(profile),
+        "profiles": profile_for_sidecar(profile, profile_plan.profiles),
         "onnx": str(onnx_path.resolve()) if onnx_path.parent.resolve() != engine_path.parent.resolve() else onnx_path.name,
         "onnx_sha256": sha256_file(onnx_path),
-        "engine_sha256": sha256_file(engine_path),
+        "engine_sha256": sha256_bytes(plan_bytes),
         "build_seconds": round(time.time() - started, 2),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "rebuild_command": rebuild_command(onnx_path, engine_path, choice.precision == "fp16", profile),
+        "rebuild_command": rebuild_command(onnx_path, engine_path, choice.precision == "fp16", profile,
+                                           tf32=tf32_on, contexts=profile_plan.contexts),
     }
-    atomic_write_json(sidecar_path(engine_path), sidecar)
-    log(f"wrote {engine_path} ({len(plan_bytes) / 1e6:.1f} MB, {choice.precision}, compute layers "
-        f"{counts['compute_fp16']} fp16 / {counts['compute_fp32']} fp32, all layers {counts['fp16']} fp16 / "
-        f"{counts['fp32']} fp32) in {sidecar['build_seconds']:.1f} s; sidecar {sidecar_path(engine_path).name}")
+    write_engine_pair(engine_path, plan_bytes, sidecar)
+    if cache_bytes is not None:
+        atomic_write_bytes(Path(timing_cache), cache_bytes)
+    log(f"wrote {engine_path} ({len(plan_bytes) / 1e6:.1f} MB, {choice.precision}{', TF32 allowed' if tf32_on else ''}, "
+        f"compute layers {counts['compute_fp16']} fp16 / {counts['compute_fp32']} fp32, all layers {counts['fp16']} "
+        f"fp16 / {counts['fp32']} fp32) in {sidecar['build_seconds']:.1f} s; sidecar {sidecar_path(engine_path).name}")
     return sidecar
 
 
@@ -569,7 +747,9 @@ def _parse(trt, builder, logger, onnx_path: Path, choice: BuildPlan):
     return network, parser
 
 
-def rebuild_command(onnx_path, engine_path, fp16: bool, profile: dict) -> str:
+def rebuild_command(onnx_path, engine_path, fp16: bool, profile: dict, tf32: bool = False,
+                    contexts: int | None = None) -> str:
     return (f"edge-ladder build-engine {onnx_path} --out {engine_path}{' --fp16' if fp16 else ''} "
             f"--min-shapes {format_shapes(profile['min'])} --opt-shapes {format_shapes(profile['opt'])} "
-            f"--max-shapes {format_shapes(profile['max'])}")
+            f"--max-shapes {format_shapes(profile['max'])}{' --tf32' if tf32 else ''}"
+            f"{f' --contexts {contexts}' if contexts is not None else ''}")

@@ -25,7 +25,7 @@ from edge_ladder.runtime.trt_backend import DeviceInput, check_host_inputs
 class _ThreadBuffers:
     def __init__(self, cuda):
         self.cuda = cuda
-        self.stream = cuda.Stream()
+        self.stream = cuda.Stream(flags=1)             # non-blocking, as TensorRTModel's (runtime.cuda)
         self.allocations: Dict[str, tuple] = {}      # name -> (DeviceAllocation, nbytes)
         self.prepared: Optional[dict] = None
 

@@ -180,6 +180,12 @@ def test_int8_file_quantizes_every_conv_but_the_shortest_and_agrees_with_fp32(ti
         assert (source == "DequantizeLinear") == (name in entry["quantized_convs"]), name
     weights = [init for init in model.graph.initializer if init.data_type == onnx.TensorProto.INT8]
     assert len(weights) >= 6                                    # int8 weight tensors
+    # 7-bit weight range (reduce_range): without VNNI, 8-bit weights saturate ONNX Runtime's u8 x s8
+    # 16-bit pair sums on x86 AVX2 (see export/int8.py); every conv weight must stay within [-64, 64]
+    conv_weights = [onnx.numpy_helper.to_array(w) for w in weights if len(w.dims) > 1]
+    assert len(conv_weights) == 6 and all(np.abs(w).max() <= 64 for w in conv_weights)
+    assert max(np.abs(w).max() for w in conv_weights) == 64     # the range is used, not collapsed
+    assert entry["reduce_range"] is True
     assert entry["calibration"]["split"] == "train" and entry["calibration"]["clips"] > 0
     assert [i.name for i in session(path).get_inputs()] == list(INPUT_NAMES)
     checked = report["parity"]["int8"]

@@ -313,28 +313,10 @@ class StandInLayerType(enum.Enum):
     CONVOLUTION = 6
 
 
-class StandInTensor:
-    def __init__(self, dtype):
-        self.dtype = dtype
-
-
-class StandInLayer:
-    def __init__(self, layer_type, inputs, outputs, name):
-        self.type, self.name, self.precision = layer_type, name, None
-        self._inputs, self._outputs = [StandInTensor(d) for d in inputs], [StandInTensor(d) for d in outputs]
-        self.output_types = {}
-
-    num_inputs = property(lambda self: len(self._inputs))
-    num_outputs = property(lambda self: len(self._outputs))
-
-    def get_input(self, index):
-        return self._inputs[index]
-
-    def get_output(self, index):
-        return self._outputs[index]
-
-    def set_output_type(self, index, dtype):
-        self.output_types[index] = dtype
+def StandInLayer(layer_type, inputs, outputs, name):
+    from _trt_standin import NetworkLayer, NetworkTensor
+    return NetworkLayer(layer_type, name, [NetworkTensor(None, d) for d in inputs],
+                        [NetworkTensor(None, d) for d in outputs])
 
 
 class StandInNetwork:
@@ -440,20 +422,23 @@ def test_check_sidecar_refuses_changed_file_other_tensorrt_and_other_gpu(tmp_pat
     onnx_path = tmp_path / "model.fp16.onnx"
     onnx_path.write_bytes(b"onnx bytes")
     profile = shapes.resolve_profile(None, None, None)
-    sidecar = {"format": engine.SIDECAR_FORMAT, "version": 1, "tensorrt_version": "10.3.0", "cuda_version": "12.6",
-               "gpu_name": "Orin", "compute_capability": "8.7", "precision": "fp16",
+    sidecar = {"format": engine.SIDECAR_FORMAT, "version": engine.SIDECAR_VERSION, "tensorrt_version": "10.3.0.30",
+               "cuda_version": "12.6", "gpu_name": "Orin", "compute_capability": "8.7", "gpu_sm_count": 16,
+               "gpu_memory_mib": 62841, "precision": "fp16",
                "profiles": engine.profile_for_sidecar(profile), "onnx": onnx_path.name,
                "onnx_sha256": sha256_file(onnx_path), "engine_sha256": sha256_file(engine_path)}
     (tmp_path / "model.engine.json").write_text(json.dumps(sidecar))
-    ok = engine.check_sidecar(engine_path, tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7")
+    orin = {"gpu_name": "Orin", "compute_capability": "8.7", "sm_count": 16, "memory_mib": 62841}
+    thor = {"gpu_name": "Thor", "compute_capability": "11.0", "sm_count": 20, "memory_mib": 125772}
+    ok = engine.check_sidecar(engine_path, tensorrt_version="10.3.0.30", device=orin)
     assert ok["profiles"][0]["audio"]["opt"] == [1, 198, 80]
-    with pytest.raises(EngineMismatchError, match="TensorRT 10.3.0 but this is TensorRT 11.4.0.*build-engine"):
-        engine.check_sidecar(engine_path, tensorrt_version="11.4.0", gpu_name="Orin", compute_capability="8.7")
+    with pytest.raises(EngineMismatchError, match="TensorRT 10.3.0.30 but this is TensorRT 11.4.0.106.*build-engine"):
+        engine.check_sidecar(engine_path, tensorrt_version="11.4.0.106", device=orin)
     with pytest.raises(EngineMismatchError, match="compute capability 8.7 but this GPU is 11.0"):
-        engine.check_sidecar(engine_path, tensorrt_version="10.3.0", gpu_name="Thor", compute_capability="11.0")
+        engine.check_sidecar(engine_path, tensorrt_version="10.3.0.30", device=thor)
     engine_path.write_bytes(b"tampered")
     with pytest.raises(EngineMismatchError, match="changed since it was built"):
-        engine.check_sidecar(engine_path, tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7")
+        engine.check_sidecar(engine_path, tensorrt_version="10.3.0.30", device=orin)
 
 
 def test_export_modules_import_without_torch_or_tensorrt():

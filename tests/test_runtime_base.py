@@ -173,8 +173,7 @@ def test_missing_cuda_driver_library_error_names_what_needs_it(monkeypatch):
     with pytest.raises(runtime.ModelLoadError, match=r"memset_async \(the CUDA front-end.*libcuda.so.1"):
         cuda.memset_async(1 << 20, 97, 0)
     with pytest.raises(runtime.ModelLoadError, match=r"CUDA graph capture.*libcuda.so.1"):
-        with cuda.CudaGraph().capture(0):
-            pass
+        cuda.CudaGraph().capture(0, lambda: True)
 
 
 def test_backend_is_chosen_by_suffix_or_name(tmp_path):
@@ -223,38 +222,58 @@ def _engine_with_sidecar(tmp_path, **overrides):
     onnx_file = tmp_path / "model.onnx"
     onnx_file.write_bytes(b"onnx bytes")
     import hashlib
-    sidecar = {"format": "edge-ladder-engine", "version": 1, "tensorrt_version": "10.3.0", "cuda_version": "12.6",
-               "gpu_name": "Orin", "compute_capability": "8.7", "precision": "fp16", "profiles": [],
+    sidecar = {"format": "edge-ladder-engine", "version": 2, "tensorrt_version": "10.3.0.30", "cuda_version": "12.6",
+               "gpu_name": "Orin", "compute_capability": "8.7", "gpu_sm_count": 16, "gpu_memory_mib": 62841,
+               "precision": "fp16", "profiles": [],
                "onnx": "model.onnx", "onnx_sha256": hashlib.sha256(b"onnx bytes").hexdigest(),
                "engine_sha256": sha256_bytes(data), **overrides}
     sidecar_path(engine).write_text(json.dumps(sidecar))
     return engine, data
 
 
+AGX_ORIN_64 = dict(tensorrt_version="10.3.0.30", gpu_name="Orin", compute_capability=(8, 7), sm_count=16, memory_mib=62841)
+
+
 def test_sidecar_accepts_the_matching_device(tmp_path):
     engine, data = _engine_with_sidecar(tmp_path)
     assert sidecar_path(engine).name == "model.engine.json"
-    got = check_sidecar(engine, data, tensorrt_version="10.3.0.26", gpu_name="Orin", compute_capability=(8, 7))
+    got = check_sidecar(engine, data, **AGX_ORIN_64)
     assert got["precision"] == "fp16"
+    # the same module whose reported memory moved by a carve-out (within 5 %)
+    assert check_sidecar(engine, data, **{**AGX_ORIN_64, "memory_mib": 62841 - 900})
 
 
 @pytest.mark.parametrize("here, message", [
-    (dict(tensorrt_version="10.13.3"), "built by TensorRT 10.3.0 but this is TensorRT 10.13.3"),
+    (dict(tensorrt_version="10.13.3.9"), "built by TensorRT 10.3.0.30 but this is TensorRT 10.13.3.9"),
+    # TensorRT refuses patch releases too: "expecting library version 8.5.1.7 got 8.5.3.1"
+    (dict(tensorrt_version="10.3.0.26"), "built by TensorRT 10.3.0.30 but this is TensorRT 10.3.0.26 .*patch"),
     (dict(compute_capability=(8, 9)), "compute capability 8.7 but this GPU is 8.9"),
-    (dict(gpu_name="Xavier"), "built on GPU 'Orin' but this GPU is 'Xavier'"),
+    (dict(gpu_name="Xavier"), r"built on GPU 'Orin' \(sm 8.7, 16 SMs, 62841 MiB\) but this GPU is 'Xavier'"),
+    # every Orin module is named "Orin": an AGX Orin 32 GB (14 SMs), an Orin NX 16 GB (8 SMs, 15.3 GiB)
+    (dict(sm_count=14, memory_mib=30536), "but this GPU is 'Orin' \\(sm 8.7, 14 SMs, 30536 MiB\\)"),
+    (dict(sm_count=8, memory_mib=15656), "but this GPU is 'Orin' \\(sm 8.7, 8 SMs, 15656 MiB\\)"),
+    (dict(memory_mib=30536), "but this GPU is 'Orin' \\(sm 8.7, 16 SMs, 30536 MiB\\)"),
 ])
 def test_sidecar_refuses_another_trt_or_gpu_with_the_rebuild_command(tmp_path, here, message):
     engine, data = _engine_with_sidecar(tmp_path)
-    facts = dict(tensorrt_version="10.3.0", gpu_name="Orin", compute_capability=(8, 7))
-    facts.update(here)
+    facts = {**AGX_ORIN_64, **here}
     with pytest.raises(EngineMismatchError, match=message) as error:
         check_sidecar(engine, data, **facts)
     assert f"edge-ladder build-engine {tmp_path / 'model.onnx'} --out {engine}" in str(error.value)
 
 
+def test_sidecar_of_an_older_build_engine_is_refused_with_the_rebuild_command(tmp_path):
+    engine, data = _engine_with_sidecar(tmp_path)
+    old = json.loads(sidecar_path(engine).read_text())
+    del old["gpu_sm_count"], old["gpu_memory_mib"]
+    sidecar_path(engine).write_text(json.dumps(old))
+    with pytest.raises(EngineMismatchError, match=r"lacks \['gpu_sm_count', 'gpu_memory_mib'\].*build-engine"):
+        check_sidecar(engine, data, **AGX_ORIN_64)
+
+
 def test_sidecar_refuses_changed_files_and_missing_sidecars(tmp_path):
     engine, data = _engine_with_sidecar(tmp_path)
-    facts = dict(tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7")
+    facts = {**AGX_ORIN_64, "compute_capability": "8.7"}
     with pytest.raises(EngineMismatchError, match="engine file changed"):
         check_sidecar(engine, data[:-1] + b"x", **facts)
     (tmp_path / "model.onnx").write_bytes(b"retrained")

@@ -86,15 +86,18 @@ def test_cuda_graph_replays_captured_kernels_with_current_buffer_contents(contex
     second = (rng.normal(0, 300, first.size)).astype(np.int16)
     n_frames = frontend.n_audio_frames(first.size)
     with context.active():
-        stream = context.cuda.Stream()
+        stream = context.new_stream()                            # non-blocking, as the runtime's
         with kernels.upload_filterbank() as filterbank, kernels.DeviceBuffer.from_array(first) as pcm, \
                 kernels.DeviceBuffer(n_frames * frontend.N_MELS * 4) as out:
             kernels.DeviceBuffer.upload(out, np.full((n_frames, frontend.N_MELS), -1.0, np.float32))
             kernels.synchronize()
             graph = CudaGraph()
-            with graph.capture(stream.handle):
+
+            def enqueue():
                 kernels.log_mel_device(pcm, first.size, np.int16, filterbank, out, time_capacity=n_frames,
                                        stream=stream)
+                return True
+            assert graph.capture(stream.handle, enqueue), graph.failure
             stream.synchronize()
             untouched = out.download((n_frames, frontend.N_MELS), np.float32)
             assert (untouched == -1.0).all(), "capturing must not run the kernel"

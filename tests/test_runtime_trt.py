@@ -1,6 +1,13 @@
-"""TensorRT backend on a real GPU (skipped here: needs TensorRT + CUDA). Builds an engine from
-the tiny export with the export engineer's build-engine, then checks parity with ONNX Runtime,
-buffer reuse across shapes, CUDA graphs and per-thread contexts."""
+"""TensorRT backend.
+
+Marked tensorrt/gpu (skipped without them): on a real GPU, an engine from the tiny export built by
+build-engine, checked for parity with ONNX Runtime, buffer reuse across shapes, CUDA graphs and
+per-thread contexts.
+
+Unmarked (run on a CPU): the same backend on the TensorRT / pycuda / CUDA-driver stand-ins of
+tests/_trt_standin.py, each modelling a documented behaviour (named there with its trt_docs.py
+entry, header or pycuda source): a profile per live context before 10.0, pycuda's primary
+context release, the legacy stream during a blocking stream's capture, ..."""
 from __future__ import annotations
 
 import threading
@@ -167,7 +174,11 @@ def test_execute_prefilled_equals_predict(engine_path):
             for name in ("audio", "face"):
                 slot = slots[name]
                 assert slot.shape == feeds[name].shape and slot.dtype in (np.float32, np.float16)
-                model.cuda.memcpy_htod(slot.ptr, np.ascontiguousarray(feeds[name].astype(slot.dtype)))
+                # on the engine's stream: it is non-blocking, so a legacy-stream copy would not be ordered
+                host = model.cuda.pagelocked_empty(slot.shape, slot.dtype)
+                host[...] = feeds[name]
+                model.cuda.memcpy_htod_async(slot.ptr, host, slot.stream)
+                slot.stream.synchronize()
         masks = {k: feeds[k] for k in ("audio_mask", "face_mask", "presence")}
         with pytest.raises(rt.RuntimeInputError, match="missing face_mask"):
             model.execute_prefilled(shapes, host_inputs={k: v for k, v in masks.items() if k != "face_mask"})
@@ -190,3 +201,264 @@ def test_stream_with_cuda_kernels_matches_the_numpy_frontend(engine_path):
     model = rt.load(engine_path)
     assert_stream_kernels_match_numpy(model, requested="kernels", input_dtype=model.inputs["audio"].dtype)
     model.close()
+
+
+# =============================================================================================
+# On the stand-ins (CPU). Each test names the fix of issue 13 it covers.
+
+def _standin_model(monkeypatch, tmp_path, version="10.3.0.30", trt_options=None, build_options=None, **load):
+    from _trt_standin import build, install
+    standin = install(monkeypatch, version, **(trt_options or {}))
+    onnx_path, engine_path, sidecar, _ = build(tmp_path, **(build_options or {}))
+    reference = rt.load(onnx_path)
+    return standin, rt.load(engine_path, **load), reference, engine_path
+
+
+def _run_threads(model, n, feeds):
+    """n threads predict, then all wait together (each holds its execution context) while the
+    caller's `during()` runs; -> (results by thread, errors by thread)."""
+    results, errors = {}, {}
+    ready, release = threading.Barrier(n + 1), threading.Event()
+
+    def worker(index):
+        try:
+            results[index] = model.predict(feeds[index]).probs
+        except Exception as error:                  # reported to the test below
+            errors[index] = error
+        ready.wait()
+        release.wait()
+
+    threads = [threading.Thread(target=worker, args=(i,), name=f"worker-{i}") for i in range(n)]
+    [t.start() for t in threads]
+    ready.wait()
+    return results, errors, threads, release
+
+
+@pytest.mark.parametrize("version, contexts, threads", [("8.5.2.2", 3, 3), ("8.6.2.3", None, 5), ("10.3.0.30", None, 5)])
+def test_threads_run_concurrently_on_their_own_or_shared_profiles(monkeypatch, tmp_path, version, contexts, threads):
+    """(1) The stand-in engine refuses a second live context on a profile another live context
+    holds before 10.0 unless built with PROFILE_SHARING_0806 (NvInferRuntime.h 8.5; trt_docs.py
+    PreviewFeature). Threads pass through the fix: on 8.5 each takes one of --contexts identical
+    profiles, on 8.6 / 10.x they share profile 0; all get the ONNX Runtime results."""
+    _, model, reference, _ = _standin_model(monkeypatch, tmp_path, version, build_options={"contexts": contexts})
+    rng = np.random.default_rng(4)
+    feeds = [random_inputs(rng, batch=1, t_audio=int(rng.integers(50, 200)), t_video=9) for _ in range(threads)]
+    results, errors, workers, release = _run_threads(model, threads, feeds)
+    release.set()
+    [t.join() for t in workers]
+    assert errors == {}
+    for index, feed in enumerate(feeds):
+        np.testing.assert_allclose(results[index], reference.predict(feed).probs, atol=1e-6)
+    assert model.max_threads == contexts
+    model.close()
+
+
+def test_one_thread_too_many_on_8_5_is_a_clear_error_and_ended_threads_free_their_profile(monkeypatch, tmp_path):
+    """(1) More live threads than profiles: ContextLimitError naming the limit and the rebuild flag,
+    never "TensorRT rejected shape"; once a thread ends, its profile serves a new thread."""
+    from edge_ladder.runtime.trt_backend import ContextLimitError
+    _, model, reference, engine_path = _standin_model(monkeypatch, tmp_path, "8.5.2.2", build_options={"contexts": 2})
+    feeds = [random_inputs(np.random.default_rng(i), batch=1) for i in range(3)]
+    results, errors, workers, release = _run_threads(model, 2, feeds)
+    extra = {}
+    late = threading.Thread(target=lambda: extra.setdefault("error", pytest.raises(ContextLimitError, model.predict,
+                                                                                    feeds[2])))
+    late.start()
+    late.join()
+    message = str(extra["error"].value)
+    assert "2 threads already hold an execution context" in message and "at most 2 threads" in message
+    assert f"edge-ladder build-engine {tmp_path / 'model.onnx'} --out {engine_path}" in message
+    assert message.rstrip(".").count("--contexts 4") == 1 and "rejected shape" not in message
+    release.set()
+    [t.join() for t in workers]
+    assert errors == {}
+    after = {}
+    again = threading.Thread(target=lambda: after.setdefault("probs", model.predict(feeds[2]).probs))
+    again.start()
+    again.join()
+    np.testing.assert_allclose(after["probs"], reference.predict(feeds[2]).probs, atol=1e-6)
+    model.close()
+
+
+def test_an_8_6_engine_built_without_profile_sharing_serves_one_thread_and_says_so(monkeypatch, tmp_path):
+    """(1) An engine built elsewhere (trtexec's default: PROFILE_SHARING_0806 off) and loaded without
+    a sidecar: the runtime cannot assume sharing; the second live thread gets the clear error."""
+    from _runtime_standin import make_standin_onnx
+    from _trt_standin import install
+    from edge_ladder.export.shapes import DEFAULT_PROFILE, resolve_profile
+    from edge_ladder.runtime.trt_backend import ContextLimitError
+    standin = install(monkeypatch, "8.6.2.3")
+    trt = standin.trt
+    onnx_path = make_standin_onnx(tmp_path / "model.onnx")
+    builder = trt.Builder(trt.Logger())
+    network = builder.create_network(1)
+    trt.OnnxParser(network, None).parse(onnx_path.read_bytes())
+    config, profile = builder.create_builder_config(), builder.create_optimization_profile()
+    shapes = resolve_profile(None, None, None, DEFAULT_PROFILE)
+    for name in shapes["min"]:
+        profile.set_shape(name, shapes["min"][name], shapes["opt"][name], shapes["max"][name])
+    config.add_optimization_profile(profile)
+    (tmp_path / "trtexec.engine").write_bytes(builder.build_serialized_network(network, config))
+    model = rt.load(tmp_path / "trtexec.engine", verify_sidecar=False)
+    feeds = [random_inputs(np.random.default_rng(i), batch=1) for i in range(2)]
+    results, errors, workers, release = _run_threads(model, 2, feeds)
+    release.set()
+    [t.join() for t in workers]
+    assert len(results) == 1 and len(errors) == 1
+    assert isinstance(next(iter(errors.values())), ContextLimitError)
+    model.close()
+
+
+def test_the_primary_context_is_released_once_from_any_thread(monkeypatch, tmp_path):
+    """(5) pycuda's Context.detach() on a retained primary context pushes without popping in the
+    thread that made it and releases nothing from another (the stand-in follows cuda.hpp)."""
+    standin, model, _, _ = _standin_model(monkeypatch, tmp_path)
+    model.predict(random_inputs(np.random.default_rng(0)))
+    assert standin.driver.primary_retains == 1
+    seen = {}
+
+    def close_elsewhere():
+        model.close()
+        seen["stack"] = list(standin.driver.stack())
+        seen["pycuda"] = list(standin.cuda.pycuda_stack())
+    closer = threading.Thread(target=close_elsewhere)
+    closer.start()
+    closer.join()
+    assert standin.driver.primary_retains == 0 and seen == {"stack": [], "pycuda": []}
+    assert standin.driver.stack() == [] and standin.cuda.pycuda_stack() == []
+    model.close()                                              # idempotent
+    assert standin.driver.primary_retains == 0
+
+    second = rt.load(tmp_path / "model.engine")                # closed in the thread that loaded it
+    second.predict(random_inputs(np.random.default_rng(1)))
+    second.close()
+    assert standin.driver.primary_retains == 0 and standin.driver.stack() == [] and standin.cuda.pycuda_stack() == []
+
+
+def test_a_failed_load_releases_the_primary_context(monkeypatch, tmp_path):
+    """(5) An engine TensorRT cannot deserialise: ModelLoadError, and nothing stays retained."""
+    from _trt_standin import install
+    standin = install(monkeypatch, "10.3.0.30")
+    bad = tmp_path / "garbage.engine"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 255, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(rt.ModelLoadError, match="could not deserialise"):
+        rt.load(bad, verify_sidecar=False)
+    with pytest.raises(rt.ModelLoadError, match="no sidecar"):
+        rt.load(bad)
+    assert standin.driver.primary_retains == 0 and standin.driver.stack() == []
+
+
+def test_one_tensorrt_logger_for_builds_and_every_model(monkeypatch, tmp_path):
+    """(6) TensorRT keeps a single logger pointer (NVIDIA/TensorRT#1475; trt_docs.py ILogger: "The
+    logger should be valid until all objects created are released"): the stand-in records the
+    warning TensorRT prints when a second logger arrives while objects of the first live."""
+    standin, first, _, engine_path = _standin_model(monkeypatch, tmp_path)
+    second = rt.load(engine_path)
+    assert len(standin.trt.loggers) == 1 and standin.trt.logger_warnings == []
+    assert first.logger is second.logger
+    first.close()
+    second.close()
+
+
+def test_graph_capture_survives_another_threads_synchronous_copy(monkeypatch, tmp_path):
+    """(7) cuda.h: "When a blocking stream is capturing, the legacy stream is in an unusable state
+    until the blocking stream capture is terminated" (906). Streams are non-blocking, so another
+    thread's synchronous pycuda copy during our capture neither fails nor breaks the capture."""
+    standin, model, reference, _ = _standin_model(monkeypatch, tmp_path, use_cuda_graph=True)
+    cuda, copies = standin.cuda, []
+
+    def copy_from_another_thread():
+        def other():
+            with model.active():
+                pointer = cuda.mem_alloc(64)
+                try:
+                    cuda.memcpy_htod(pointer, np.arange(16, dtype=np.float32))
+                    copies.append("ok")
+                except RuntimeError as error:
+                    copies.append(str(error))
+                pointer.free()
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    standin.driver.on_capture_begin = copy_from_another_thread
+    rng = np.random.default_rng(2)
+    for _ in range(3):                                          # capture once, then replay
+        feeds = random_inputs(rng, batch=1, t_audio=97, t_video=11)
+        np.testing.assert_allclose(model.predict(feeds).probs, reference.predict(feeds).probs, atol=1e-6)
+    assert copies == ["ok"] and standin.libcuda.captures_begun == 1
+    assert [stream.flags for stream in standin.driver.streams.values()] == [1]     # CU_STREAM_NON_BLOCKING
+    model.close()
+
+
+def test_a_capture_the_engine_refuses_falls_back_to_plain_enqueue_with_a_warning(monkeypatch, tmp_path):
+    """(7) execute_async_v3 returns False inside the capture (the stand-in's capturable=False: an
+    engine with operations a CUDA graph cannot hold): a RuntimeWarning once, right results from
+    plain enqueues, no second capture attempt for those shapes."""
+    standin, model, reference, _ = _standin_model(monkeypatch, tmp_path, trt_options={"capturable": False},
+                                                  use_cuda_graph=True)
+    rng = np.random.default_rng(3)
+    first, second = (random_inputs(rng, batch=1, t_audio=97, t_video=11) for _ in range(2))
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed .*returned False"):
+        np.testing.assert_allclose(model.predict(first).probs, reference.predict(first).probs, atol=1e-6)
+    np.testing.assert_allclose(model.predict(second).probs, reference.predict(second).probs, atol=1e-6)
+    assert standin.libcuda.captures_begun == 1
+    model.close()
+
+
+def test_close_frees_every_threads_stream_events_and_buffers_with_its_context(monkeypatch, tmp_path):
+    """(10) Streams, events, page-locked and device buffers of every thread are destroyed by
+    close(), with the context current (pycuda leaks objects cleaned up out of their context's
+    thread or after it is gone; the stand-in counts both)."""
+    standin, model, _, _ = _standin_model(monkeypatch, tmp_path)
+    feeds = random_inputs(np.random.default_rng(5), batch=1)
+    model.predict(feeds)
+    worker = threading.Thread(target=lambda: model.predict(feeds))
+    worker.start()
+    worker.join()
+    live = standin.driver.live
+    assert live["stream"] == 2 and live["event"] == 8 and live["device"] == 14 and live["host"] == 14
+    model.close()
+    assert live == {"stream": 0, "event": 0, "device": 0, "host": 0} and standin.driver.leaked == []
+
+
+def test_prepare_sets_only_the_shapes_and_addresses_that_changed(monkeypatch, tmp_path):
+    """(10) The context keeps input shapes and tensor addresses between calls (Polygraphy's
+    TrtRunner skips unchanged ones too); results stay right across shape changes."""
+    _, model, reference, _ = _standin_model(monkeypatch, tmp_path)
+    rng = np.random.default_rng(6)
+    small, large = random_inputs(rng, batch=1, t_audio=97, t_video=11), random_inputs(rng, batch=1, t_audio=150, t_video=11)
+    model.predict(small)
+    calls = model._state().context.calls
+    assert calls == {"set_input_shape": 5, "set_tensor_address": 7}
+    np.testing.assert_allclose(model.predict(small).probs, reference.predict(small).probs, atol=1e-6)
+    assert calls == {"set_input_shape": 5, "set_tensor_address": 7}                      # nothing changed
+    np.testing.assert_allclose(model.predict(large).probs, reference.predict(large).probs, atol=1e-6)
+    assert calls == {"set_input_shape": 7, "set_tensor_address": 9}                      # audio + audio_mask grew
+    np.testing.assert_allclose(model.predict(small).probs, reference.predict(small).probs, atol=1e-6)
+    assert calls == {"set_input_shape": 9, "set_tensor_address": 9}                      # shapes back, buffers kept
+    model.close()
+
+
+def test_an_engine_from_another_patch_release_or_another_orin_module_is_refused(monkeypatch, tmp_path):
+    """(8) TensorRT refuses patch differences ("expecting library version 8.5.1.7 got 8.5.3.1");
+    every Orin module is named "Orin", so SM count and memory tell them apart."""
+    from _trt_standin import Driver, build, install
+    install(monkeypatch, "8.5.2.2")
+    _, engine_path, _, _ = build(tmp_path)
+    install(monkeypatch, "8.5.3.1")
+    with pytest.raises(rt.ModelLoadError, match="built by TensorRT 8.5.2.2 but this is TensorRT 8.5.3.1"):
+        rt.load(engine_path)
+    install(monkeypatch, "8.5.2.2", driver=Driver(name="Orin", cc=(8, 7), sm_count=8, memory_mib=15656))
+    with pytest.raises(rt.ModelLoadError, match=r"built on GPU 'Orin' \(sm 8.7, 16 SMs, 62841 MiB\) but this GPU "
+                                                r"is 'Orin' \(sm 8.7, 8 SMs, 15656 MiB\).*build-engine"):
+        rt.load(engine_path)
+
+
+def test_the_jetson_extra_asks_for_a_pycuda_that_builds_on_cuda_13():
+    """(9) pycuda before 2025.1.2 does not compile against CUDA 13 (JetPack 7): cuCtxCreate gained
+    a parameter ("too few arguments to function cuCtxCreate_v4" compiling 2025.1.1 here)."""
+    import re
+    from pathlib import Path
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    jetson = re.search(r"^jetson = \[(.*)\]$", pyproject, re.MULTILINE).group(1)
+    assert '"pycuda>=2025.1.2"' in jetson

@@ -5,6 +5,14 @@ thread; TensorRT, ONNX Runtime's CUDA provider and the CUDA runtime API all use 
 context. So we retain the primary context once and push/pop it around every native call, from
 whichever thread makes it. Nothing here runs at import: pycuda is imported on first use.
 
+Streams are non-blocking (CU_STREAM_NON_BLOCKING, `new_stream`): a blocking stream
+synchronises with the legacy default stream, so another thread's synchronous pycuda copy
+(memcpy_htod / memcpy_dtoh run on the legacy stream) during a CUDA-graph capture fails with
+CUDA_ERROR_STREAM_CAPTURE_IMPLICIT (906) and breaks the capture (cuda.h: "When a blocking stream
+is capturing, the legacy stream is in an unusable state until the blocking stream capture is
+terminated"). The price: work on the legacy stream is not ordered before work on ours; enqueue
+everything a model reads on its stream.
+
 CUDA graphs go through the driver API (libcuda via ctypes: cuStreamBeginCapture_v2,
 cuStreamEndCapture, cuGraphInstantiateWithFlags, cuGraphLaunch) on pycuda's stream handle,
 because that C API is the same on every CUDA 11.4-13 Jetson.
@@ -22,6 +30,8 @@ from .base import ModelLoadError
 
 _init_lock = threading.Lock()
 _initialised = False
+CU_STREAM_NON_BLOCKING = 1              # cuda.h CUstream_flags: no implicit sync with the legacy stream
+CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16
 
 
 def driver() -> ModuleType:
@@ -42,6 +52,10 @@ class PrimaryContext:
         ctx = PrimaryContext(0)
         with ctx.active():
             ...  # allocations, copies, TensorRT calls
+        ctx.release()     # once, from any thread
+
+    Identity for the engine sidecar: name, compute_capability, sm_count, memory_mib (every Orin
+    module reports the name "Orin"; the SM count and memory tell an AGX 64 GB from an NX 8 GB).
     """
 
     def __init__(self, device_index: int = 0):
@@ -55,6 +69,7 @@ class PrimaryContext:
         self.device = cuda.Device(device_index)
         self.context = self.device.retain_primary_context()
         self._released = False
+        self._release_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -63,6 +78,18 @@ class PrimaryContext:
     @property
     def compute_capability(self) -> tuple:
         return tuple(self.device.compute_capability())
+
+    @property
+    def sm_count(self) -> int:
+        return int(self.device.get_attribute(self.cuda.device_attribute.MULTIPROCESSOR_COUNT))
+
+    @property
+    def memory_mib(self) -> int:
+        return int(self.device.total_memory()) >> 20
+
+    def new_stream(self):
+        """A non-blocking pycuda Stream (see the module docstring); call inside active()."""
+        return self.cuda.Stream(flags=CU_STREAM_NON_BLOCKING)
 
     @contextlib.contextmanager
     def active(self):
@@ -76,10 +103,26 @@ class PrimaryContext:
             self.cuda.Context.pop()
 
     def release(self) -> None:
-        """Drop our reference to the primary context (the driver frees it with the last one)."""
-        if not self._released:
-            self.context.detach()
+        """Drop our reference to the primary context, exactly once, from any thread.
+
+        pycuda's Context.detach() alone does not do this for a retained primary context
+        (pycuda src/cpp/cuda.hpp, context::detach and primary_context::detach_internal): when the
+        context is not current it pushes it and calls cuDevicePrimaryCtxRelease, which never
+        pops ("unlike cuCtxDestroy() this method does not pop the context from stack in any
+        circumstances"), so the context stays current in this thread; from a thread other than
+        the one that retained it, it releases nothing. So: push it (pycuda now sees it current,
+        in any thread), pop it off the driver's stack ourselves, then detach(), which takes the
+        "current" branch: cuDevicePrimaryCtxRelease, pycuda's stack entry dropped, and whatever
+        pycuda context was current before re-pushed. Later calls are no-ops."""
+        with self._release_lock:
+            if self._released:
+                return
             self._released = True
+        self.context.push()
+        popped = ctypes.c_void_p()
+        _check(_cuda_lib("releasing the primary context").cuCtxPopCurrent_v2(ctypes.byref(popped)),
+               "cuCtxPopCurrent_v2")
+        self.context.detach()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,28 +216,48 @@ class CudaGraph:
     """Capture work enqueued on a stream once, replay it with one launch.
 
         graph = CudaGraph()
-        with graph.capture(stream_handle):
-            context.execute_async_v3(stream_handle)
-        graph.launch(stream_handle)
+        if graph.capture(stream_handle, lambda: context.execute_async_v3(stream_handle)):
+            graph.launch(stream_handle)
+        else:
+            ...  # graph.failure says why; run without a graph
 
-    The primary context must be current (PrimaryContext.active()) for every call.
+    Capture on a non-blocking stream (PrimaryContext.new_stream). The primary context must be
+    current (PrimaryContext.active()) for every call.
     """
 
     def __init__(self):
         self._graph = ctypes.c_void_p()
         self._exec = ctypes.c_void_p()
+        self.failure: Optional[str] = None
 
-    @contextlib.contextmanager
-    def capture(self, stream_handle: int):
+    def capture(self, stream_handle: int, enqueue: Callable[[], bool]) -> bool:
+        """Record what enqueue() puts on the stream (nothing runs). True when the graph is ready
+        to launch; False, with `failure` set, when enqueue() returned False or the driver refused
+        the capture (CUDA docs: an invalid operation during capture invalidates it and
+        cuStreamEndCapture returns an error). The capture is always ended, so the stream stays
+        usable either way."""
         lib = _cuda_lib("CUDA graph capture (use_cuda_graph)")
         stream = ctypes.c_void_p(stream_handle)
         _check(lib.cuStreamBeginCapture_v2(stream, ctypes.c_int(_CAPTURE_MODE_THREAD_LOCAL)), "cuStreamBeginCapture_v2")
         try:
-            yield self
-        finally:
-            _check(lib.cuStreamEndCapture(stream, ctypes.byref(self._graph)), "cuStreamEndCapture")
-        _check(lib.cuGraphInstantiateWithFlags(ctypes.byref(self._exec), self._graph, ctypes.c_ulonglong(0)),
-               "cuGraphInstantiateWithFlags")
+            enqueued = enqueue()
+        except BaseException:
+            lib.cuStreamEndCapture(stream, ctypes.byref(self._graph))
+            self.destroy()
+            raise
+        ended = lib.cuStreamEndCapture(stream, ctypes.byref(self._graph))
+        if not enqueued:
+            self.failure = "the enqueue call returned False inside the capture"
+        elif ended != 0:
+            self.failure = f"cuStreamEndCapture failed with CUDA driver error {ended}"
+        else:
+            instantiated = lib.cuGraphInstantiateWithFlags(ctypes.byref(self._exec), self._graph, ctypes.c_ulonglong(0))
+            if instantiated != 0:
+                self.failure = f"cuGraphInstantiateWithFlags failed with CUDA driver error {instantiated}"
+        if self.failure is not None:
+            self.destroy()
+            return False
+        return True
 
     def launch(self, stream_handle: int) -> None:
         _check(_cuda_lib("CUDA graph launch").cuGraphLaunch(self._exec, ctypes.c_void_p(stream_handle)), "cuGraphLaunch")

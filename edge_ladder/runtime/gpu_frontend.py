@@ -98,6 +98,8 @@ class GpuFrontEnd:
         self._scratches = PerThread(lambda: _Scratch(model.cuda))
         with model.active():
             self.filterbank = self.kernels.upload_filterbank(spec)        # (n_mels, n_fft//2+1) float32
+            # uploaded on the legacy stream, which the model's non-blocking streams do not wait for
+            self.kernels.synchronize()
 
     def shapes(self, n_samples: int, n_ticks: int) -> Dict[str, tuple]:
         """Input shapes (B=1) of a window of n_samples PCM samples and n_ticks face ticks."""
@@ -162,9 +164,12 @@ class GpuFrontEnd:
                 inputs = dict(host_inputs)
                 for name in ("audio", "face"):
                     slot = slots[name]
-                    host = np.empty(slot.shape, slot.dtype)
-                    cuda.memcpy_dtoh(host, slot.ptr)
+                    # on the engine's (non-blocking) stream, not the legacy one; async needs page-locked memory
+                    host = cuda.pagelocked_empty(slot.shape, slot.dtype)
+                    cuda.memcpy_dtoh_async(host, slot.ptr, stream)
+                    stream.synchronize()
                     inputs[name] = host.astype(np.float32)
+                    host.base.free()                            # now, with the context current
         return result, inputs
 
     def _crop_faces(self, scratch: _Scratch, ticks, face, t_video: int, channel_order: str, stream) -> None:

@@ -1,13 +1,17 @@
 """The engine sidecar MODEL.engine.json: what an engine was built from, with and for.
 
-A TensorRT engine only runs with the TensorRT version and the GPU (SM) it was built on, and
-deserialising one runs code. So before the runtime deserialises MODEL.engine it reads
-MODEL.engine.json (written by `edge-ladder build-engine`) and refuses, with the rebuild command,
-an engine built by another TensorRT, for another GPU, or whose bytes (or source ONNX) changed.
+A TensorRT engine only runs with the exact TensorRT version it was built by (TensorRT refuses a
+patch difference: "expecting library version 8.5.1.7 got 8.5.3.1") and is tuned for the GPU it
+was built on; deserialising one runs code. So before the runtime deserialises MODEL.engine it
+reads MODEL.engine.json (written by `edge-ladder build-engine`) and refuses, with the rebuild
+command, an engine built by another TensorRT version (all four fields compared), for another
+GPU (name, compute capability, SM count and memory: every Orin module is named "Orin"), or
+whose bytes (or source ONNX) changed.
 
-    {"format": "edge-ladder-engine", "version": 1,
-     "tensorrt_version": "10.3.0", "cuda_version": "12.6",
-     "gpu_name": "Orin", "compute_capability": "8.7", "precision": "fp16",
+    {"format": "edge-ladder-engine", "version": 2,
+     "tensorrt_version": "10.3.0.30", "cuda_version": "12.6",
+     "gpu_name": "Orin", "compute_capability": "8.7", "gpu_sm_count": 16, "gpu_memory_mib": 62841,
+     "precision": "fp16", "tf32": false, "profile_sharing": true, "contexts": null,
      "profiles": [{"audio": {"min": [1, 1, 80], "opt": [1, 200, 80], "max": [8, 1000, 80]}, ...}],
      "onnx": "model.fp16.onnx", "onnx_sha256": "...", "engine_sha256": "..."}
 
@@ -23,7 +27,11 @@ from typing import Optional, Union
 from .base import ModelLoadError
 
 FORMAT = "edge-ladder-engine"
-REQUIRED_KEYS = ("tensorrt_version", "gpu_name", "compute_capability", "engine_sha256")
+REQUIRED_KEYS = ("tensorrt_version", "gpu_name", "compute_capability", "gpu_sm_count", "gpu_memory_mib",
+                 "engine_sha256")
+# Two memory sizes name the same module when within this fraction of the larger: the reported
+# total moves by a few MiB with carve-outs between releases; modules differ by 2x (4/8/16/32/64 GB).
+MEMORY_TOLERANCE = 0.05
 
 
 class EngineMismatchError(ModelLoadError):
@@ -72,14 +80,10 @@ def read_sidecar(engine_path: Union[str, Path]) -> dict:
         raise EngineMismatchError(f"{path} is not valid JSON ({error}). Rebuild: `{rebuild_command(engine_path)}`.") from error
     missing = [k for k in REQUIRED_KEYS if k not in sidecar]
     if missing:
-        raise EngineMismatchError(f"{path} lacks {missing}; expected the keys written by `edge-ladder "
-                                  f"build-engine`. Rebuild: `{rebuild_command(engine_path)}`.")
+        raise EngineMismatchError(f"{path} lacks {missing}; expected the keys written by this version's "
+                                  f"`edge-ladder build-engine` (an older one did not record them). Rebuild: "
+                                  f"`{rebuild_command(engine_path, sidecar)}`.")
     return sidecar
-
-
-def _major_minor(version: str) -> tuple:
-    parts = str(version).split(".")
-    return tuple(parts[:2])
 
 
 def _capability_text(capability) -> str:
@@ -88,13 +92,21 @@ def _capability_text(capability) -> str:
     return str(capability)
 
 
+def same_memory(a_mib, b_mib) -> bool:
+    """Whether two device memory sizes (MiB) are the same module's (MEMORY_TOLERANCE)."""
+    a_mib, b_mib = int(a_mib), int(b_mib)
+    return abs(a_mib - b_mib) <= MEMORY_TOLERANCE * max(a_mib, b_mib)
+
+
 def check_sidecar(engine_path: Union[str, Path], engine_bytes: bytes, *, tensorrt_version: str,
-                  gpu_name: str, compute_capability, sidecar: Optional[dict] = None) -> dict:
+                  gpu_name: str, compute_capability, sm_count: int, memory_mib: int,
+                  sidecar: Optional[dict] = None) -> dict:
     """Refuse an engine that this TensorRT/GPU must not deserialise. Returns the sidecar dict.
 
     engine_bytes: the engine file's contents (hashed against engine_sha256).
-    tensorrt_version: tensorrt.__version__ here; major.minor must match the build's.
-    gpu_name, compute_capability: this device's (e.g. 'Orin', (8, 7)); both must match.
+    tensorrt_version: tensorrt.__version__ here; must equal the build's in full (8.5.2.2).
+    gpu_name, compute_capability, sm_count, memory_mib: this device's (e.g. 'Orin', (8, 7), 16,
+    62841); name, capability and SM count must match, memory within MEMORY_TOLERANCE.
     The source ONNX recorded in the sidecar, when present on disk, must still hash the same.
     """
     engine_path = Path(engine_path)
@@ -103,13 +115,18 @@ def check_sidecar(engine_path: Union[str, Path], engine_bytes: bytes, *, tensorr
     problems = []
     if sha256_bytes(engine_bytes) != sidecar["engine_sha256"]:
         problems.append(f"the engine file changed since it was built (sha256 differs from {sidecar_path(engine_path).name})")
-    if _major_minor(sidecar["tensorrt_version"]) != _major_minor(tensorrt_version):
-        problems.append(f"it was built by TensorRT {sidecar['tensorrt_version']} but this is TensorRT {tensorrt_version}")
+    if str(sidecar["tensorrt_version"]) != str(tensorrt_version):
+        problems.append(f"it was built by TensorRT {sidecar['tensorrt_version']} but this is TensorRT {tensorrt_version} "
+                        f"(TensorRT refuses engines from any other version, patch releases included)")
     built_cc, here_cc = _capability_text(sidecar["compute_capability"]), _capability_text(compute_capability)
+    built_gpu = (f"'{sidecar['gpu_name']}' (sm {built_cc}, {sidecar['gpu_sm_count']} SMs, "
+                 f"{sidecar['gpu_memory_mib']} MiB)")
+    here_gpu = f"'{gpu_name}' (sm {here_cc}, {sm_count} SMs, {memory_mib} MiB)"
     if built_cc != here_cc:
         problems.append(f"it was built for compute capability {built_cc} but this GPU is {here_cc}")
-    elif str(sidecar["gpu_name"]) != str(gpu_name):
-        problems.append(f"it was built on GPU '{sidecar['gpu_name']}' but this GPU is '{gpu_name}'")
+    elif (str(sidecar["gpu_name"]) != str(gpu_name) or int(sidecar["gpu_sm_count"]) != int(sm_count)
+          or not same_memory(sidecar["gpu_memory_mib"], memory_mib)):
+        problems.append(f"it was built on GPU {built_gpu} but this GPU is {here_gpu}")
     onnx = sidecar.get("onnx")
     if onnx and sidecar.get("onnx_sha256"):
         onnx_path = Path(onnx) if Path(onnx).is_absolute() else engine_path.parent / onnx

@@ -1,13 +1,28 @@
 """TensorRT backend (JetPack 5.1 / TensorRT 8.5 through TensorRT 11.x), name-based I/O only.
 
-    engine  deserialised once per model (after the sidecar check), shared by all threads
-    per thread: one IExecutionContext, one CUDA stream, CUDA events, page-locked host buffers
-            and device buffers, allocated on first use and grown only when a larger shape
-            arrives; optional CUDA graphs, one per fixed set of input shapes
-    per call: primary context pushed -> set_input_shape per input -> async H2D -> 
-            execute_async_v3 (or graph launch) -> async D2H -> synchronise -> context popped
-    states of threads that have ended are freed when the next new thread creates its state
-    (a server with a thread per request does not grow), the rest by close()
+    engine  deserialised once per model (after the sidecar check), shared by all threads;
+            one TensorRT logger for the whole process (`trt_logger`)
+    per thread: one IExecutionContext on its own optimisation profile where TensorRT needs that
+            (below), one non-blocking CUDA stream, CUDA events, page-locked host buffers and
+            device buffers, allocated on first use and grown only when a larger shape arrives;
+            optional CUDA graphs, one per fixed set of input shapes
+    per call: primary context pushed -> set_input_shape / set_tensor_address where the shapes or
+            buffers changed -> async H2D -> execute_async_v3 (or graph launch) -> async D2H ->
+            synchronise -> context popped
+    states of threads that have ended are freed (context, stream, events, buffers) when the
+    next new thread creates its state (a server with a thread per request does not grow), the
+    rest by close()
+
+Optimisation profiles and threads. Before TensorRT 10 "each execution context in concurrent use
+must use a separate optimization profile" (NvInferRuntime.h, 8.5), and only the first context an
+engine creates gets profile 0 implicitly. TensorRT 8.6 can lift that at build time
+(PreviewFeature.PROFILE_SHARING_0806, off by default); 10.x shares profiles by default. So:
+    TensorRT >= 10, or a sidecar saying profile_sharing: every thread's context uses `profile`
+    otherwise (8.5; 8.6 engines built without sharing): each thread's context takes a free
+            profile among those with `profile`'s shapes (build-engine --contexts N builds N
+            identical ones on 8.5), and a thread beyond that gets ContextLimitError naming the fix.
+Every context selects its profile explicitly (set_optimization_profile_async) and the return is
+checked: never a misleading "rejected shape" from a context without a profile.
 
 Device-filled inputs (the CUDA front-end kernels write log-mel frames and face crops straight
 into the engine's input buffers; edge_ladder.runtime.gpu_frontend does this for a window):
@@ -19,24 +34,90 @@ into the engine's input buffers; edge_ladder.runtime.gpu_frontend does this for 
 
 Only the API present in every version from 8.5 is used: num_io_tensors, get_tensor_name,
 get_tensor_mode, get_tensor_dtype, get_tensor_shape, get_tensor_profile_shape,
-set_input_shape, set_tensor_address, execute_async_v3. (Bindings and execute_async_v2 were
-removed in TensorRT 10.)
+num_optimization_profiles, set_optimization_profile_async, set_input_shape, set_tensor_address,
+execute_async_v3. (Bindings and execute_async_v2 were removed in TensorRT 10.)
 """
 from __future__ import annotations
 
+import re
+import threading
 import time
 import traceback
+import warnings
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
 from .._deps import require
+from ..errors import EdgeLadderError
 from .base import (AXIS_NAMES, MASK_NAMES, Model, ModelLoadError, Result, RuntimeInputError, TensorSpec,
                    make_result, validate_shapes)
 from .cuda import CudaGraph, PerThread, PrimaryContext
-from .sidecar import check_sidecar
+from .sidecar import check_sidecar, rebuild_command
+
+
+class ContextLimitError(EdgeLadderError, RuntimeError):
+    """More threads use the engine at once than it has optimisation profiles for (TensorRT < 10)."""
+
+
+_LOGGER_LOCK = threading.Lock()
+_LOGGER: Optional[tuple] = None                      # (tensorrt module, its Logger)
+
+
+def trt_logger(trt):
+    """The process's one TensorRT logger, made on first use and never freed.
+
+    TensorRT keeps a single logger pointer: a second logger passed to Builder/Runtime is ignored
+    with "TensorRT maintains only a single logger pointer at any given time, so the existing value
+    ... will be used instead" (NVIDIA/TensorRT#1475), and "the logger should be valid until all
+    objects created are released" (trt_docs.py ILogger). A logger owned by one model could be
+    freed while another model's objects still log through it; build-engine and every model share
+    this one instead."""
+    global _LOGGER
+    with _LOGGER_LOCK:
+        if _LOGGER is None or _LOGGER[0] is not trt:
+            _LOGGER = (trt, trt.Logger(trt.Logger.WARNING))
+        return _LOGGER[1]
+
+
+def _major(version: str) -> int:
+    match = re.match(r"\d+", str(version))
+    return int(match.group()) if match else 0
+
+
+def profiles_shared(tensorrt_version: str, sidecar: Optional[dict]) -> bool:
+    """Whether several live execution contexts may use the same optimisation profile: TensorRT 10+
+    ("The default value for this flag is on in TensorRT 10.0", trt_docs.py PreviewFeature), or an
+    8.6 engine whose sidecar records PROFILE_SHARING_0806 at build. Unknown (8.x without a sidecar):
+    no, the safe answer."""
+    return _major(tensorrt_version) >= 10 or bool((sidecar or {}).get("profile_sharing"))
+
+
+class _ProfilePool:
+    """The optimisation profiles this model's contexts may take (see the module docstring)."""
+
+    def __init__(self, indices: List[int], shared: bool, limit_message):
+        self.indices, self.shared = list(indices), shared
+        self._limit_message = limit_message          # (held: {profile: thread name}) -> text
+        self._held: Dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self) -> int:
+        if self.shared:
+            return self.indices[0]
+        with self._lock:
+            free = [index for index in self.indices if index not in self._held]
+            if not free:
+                raise ContextLimitError(self._limit_message(dict(self._held)))
+            self._held[free[0]] = threading.current_thread().name
+            return free[0]
+
+    def release(self, index: int) -> None:
+        if not self.shared:
+            with self._lock:
+                self._held.pop(index, None)
 
 
 class _DeviceBuffer:
@@ -52,7 +133,10 @@ class _DeviceBuffer:
         return self.host[:int(np.prod(shape))].reshape(shape)
 
     def free(self) -> None:
+        """Free both now (pycuda: an array from pagelocked_empty has a PagelockedHostAllocation as
+        its .base, whose free() releases the page-locked memory), with the context current."""
         self.device.free()
+        self.host.base.free()
 
 
 @dataclass(frozen=True)
@@ -78,17 +162,34 @@ class DeviceInput:
 class _ThreadState:
     """Everything one thread needs to run the engine: TensorRT contexts are not thread-safe."""
 
-    def __init__(self, cuda, engine, profile_index: int):
+    def __init__(self, cuda, engine, pool: _ProfilePool, new_stream):
         self.prepared: Optional[dict] = None         # shapes device_inputs() set up, for execute_prefilled
-        self.context = engine.create_execution_context()
-        if self.context is None:
-            raise ModelLoadError("TensorRT could not create an execution context (out of GPU memory?).")
-        self.stream = cuda.Stream()
-        if profile_index:
-            self.context.set_optimization_profile_async(profile_index, self.stream.handle)
+        self.pool = pool
+        self.profile = pool.acquire()                # ContextLimitError before anything is allocated
+        self.context = None
+        self.stream = None
+        try:
+            self.stream = new_stream()
+            self.context = engine.create_execution_context()
+            if self.context is None:
+                raise ModelLoadError("TensorRT could not create an execution context (out of GPU memory?).")
+            # always explicit: before 10.0 only an engine's first context gets profile 0 implicitly
+            # ("For other execution contexts, setOptimizationProfile() must be called with unique
+            # profile index", NvInferRuntime.h 8.5); the same stream as every enqueue that follows
+            if not self.context.set_optimization_profile_async(self.profile, self.stream.handle):
+                raise ContextLimitError(f"TensorRT refused optimisation profile {self.profile} for this thread's "
+                                        f"execution context (another live context holds it?).")
+        except BaseException:
+            self.context = self.stream = None
+            pool.release(self.profile)
+            raise
         self.events = [cuda.Event() for _ in range(4)]    # start, after H2D, after compute, after D2H
         self.buffers: Dict[str, _DeviceBuffer] = {}
         self.graphs: Dict[tuple, CudaGraph] = {}
+        self.no_graph: set = set()                   # input shapes whose capture failed: plain enqueue
+        self.bound_shapes: Optional[dict] = None     # input shapes the context holds now
+        self.bound_outs: Optional[dict] = None       # their outputs {name: (buffer, shape)}
+        self.addresses: Dict[str, int] = {}          # tensor -> device address the context holds
 
     def buffer(self, cuda, name: str, dtype, shape) -> _DeviceBuffer:
         """The buffer for `name`, grown (and graphs dropped: addresses change) when too small."""
@@ -107,11 +208,20 @@ class _ThreadState:
         self.graphs.clear()
 
     def free(self) -> None:
+        """Free everything with its CUDA context (the caller holds it current, in any thread):
+        graphs, buffers, the execution context (its profile is free again after it), the events
+        and the stream (pycuda destroys them when the last reference goes, which is here)."""
+        if self.stream is None:
+            return
         self.drop_graphs()
         for buf in self.buffers.values():
             buf.free()
         self.buffers.clear()
+        self.bound_shapes = self.bound_outs = None
         self.context = None
+        self.pool.release(self.profile)
+        self.events = []
+        self.stream = None
 
 
 def check_host_inputs(host_inputs: Optional[Mapping[str, np.ndarray]], shapes: Mapping[str, tuple]) -> dict:
@@ -144,16 +254,20 @@ def check_host_inputs(host_inputs: Optional[Mapping[str, np.ndarray]], shapes: M
 class TensorRTModel(Model):
     """A serialized TensorRT engine (MODEL.engine + MODEL.engine.json sidecar).
 
-    device: CUDA device index. profile: optimisation profile index used by every context.
-    use_cuda_graph: capture execute_async_v3 in a CUDA graph per distinct set of input shapes
-    (worth it for fixed-shape streaming windows). verify_sidecar: refuse engines built for
-    another TensorRT/GPU or changed since the build (keep True unless you built the engine
-    yourself with trtexec).
+    device: CUDA device index. profile: the optimisation profile whose shapes the model serves
+    (contexts use it, or on TensorRT < 10 without profile sharing one of the identical profiles,
+    see the module docstring). use_cuda_graph: capture execute_async_v3 in a CUDA graph per
+    distinct set of input shapes (worth it for fixed-shape streaming windows); shapes whose
+    capture fails run without a graph, with a RuntimeWarning. verify_sidecar: refuse engines
+    built for another TensorRT/GPU or changed since the build (keep True unless you built the
+    engine yourself with trtexec).
 
     Threads: each thread gets its own execution context, stream and buffers on first use. When a
     new thread's state is created, the states of threads that have ended are freed (so a server
     with a thread per request does not grow); the rest are freed by close(). Threads Python did
-    not start (C callbacks) never count as ended: their states live until close().
+    not start (C callbacks) never count as ended: their states live until close(). On TensorRT
+    < 10 without profile sharing, at most `max_threads` threads hold a state at once; one more
+    gets ContextLimitError (build-engine --contexts N builds an engine for N).
     Device-filled inputs: active(), device_inputs(shapes), execute_prefilled(shapes, host_inputs).
     """
     backend = "tensorrt"
@@ -189,8 +303,9 @@ class TensorRTModel(Model):
         self.sidecar = None
         if verify_sidecar:
             self.sidecar = check_sidecar(path, engine_bytes, tensorrt_version=trt.__version__,
-                                         gpu_name=self.gpu.name, compute_capability=self.gpu.compute_capability)
-        self.logger = trt.Logger(trt.Logger.WARNING)
+                                         gpu_name=self.gpu.name, compute_capability=self.gpu.compute_capability,
+                                         sm_count=self.gpu.sm_count, memory_mib=self.gpu.memory_mib)
+        self.logger = trt_logger(trt)
         with self.gpu.active():
             self.runtime = trt.Runtime(self.logger)
             self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
@@ -204,7 +319,33 @@ class TensorRTModel(Model):
         self.use_cuda_graph = use_cuda_graph
         inputs, outputs = self._io_specs()
         super().__init__(path, inputs, outputs)
-        self._states = PerThread(lambda: _ThreadState(self.cuda, self.engine, self.profile))
+        self._pool = _ProfilePool(self._profiles_like(profile), profiles_shared(trt.__version__, self.sidecar),
+                                  self._limit_message)
+        self._states = PerThread(lambda: _ThreadState(self.cuda, self.engine, self._pool, self.gpu.new_stream))
+
+    @property
+    def max_threads(self) -> Optional[int]:
+        """How many threads may hold an execution context at once (None: no limit)."""
+        return None if self._pool.shared else len(self._pool.indices)
+
+    def _profiles_like(self, profile: int) -> List[int]:
+        """`profile` and every other profile with the same min/opt/max shapes for all inputs."""
+        def shapes(index):
+            return [tuple(tuple(dims) for dims in self.engine.get_tensor_profile_shape(name, index))
+                    for name in self.inputs]
+        wanted = shapes(profile)
+        return [profile] + [index for index in range(self.engine.num_optimization_profiles)
+                            if index != profile and shapes(index) == wanted]
+
+    def _limit_message(self, held: Dict[int, str]) -> str:
+        n = len(held)
+        command = re.sub(r" --contexts \d+", "", rebuild_command(self.path, self.sidecar)) + f" --contexts {2 * n}"
+        return (f"{self.path}: {n} threads already hold an execution context, one per optimisation profile "
+                f"({', '.join(f'profile {k}: {name}' for k, name in sorted(held.items()))}), and TensorRT "
+                f"{self.trt.__version__} without profile sharing needs a separate profile for each context in "
+                f"concurrent use. Call predict() from at most {n} threads (a thread's context is freed when the "
+                f"thread ends, or by close()), or rebuild the engine for more: `{command}` (on TensorRT 8.6 "
+                f"build-engine enables profile sharing instead).")
 
     def _io_specs(self):
         # self.engine, never a local alias: a local would keep the engine alive in a traceback
@@ -237,12 +378,17 @@ class TensorRTModel(Model):
         return self._states.get()
 
     def _prepare(self, state: _ThreadState, shapes: Dict[str, tuple]) -> Dict[str, tuple]:
-        """Set the input shapes, size every buffer, bind the addresses. -> {output: (buffer, shape)}."""
+        """Set the input shapes, size every buffer, bind the addresses. -> {output: (buffer, shape)}.
+        Only what changed is set again: the context keeps shapes and addresses between calls
+        (Polygraphy's TrtRunner skips them the same way)."""
+        if state.bound_shapes == shapes:
+            return state.bound_outs
         cuda, trt_context = self.cuda, state.context
+        before, state.bound_shapes = state.bound_shapes or {}, None      # nothing trusted until all set
         for name, shape in shapes.items():
-            if not trt_context.set_input_shape(name, shape):
-                raise RuntimeInputError(f"TensorRT rejected shape {shape} for {name} "
-                                        f"(profile {self.inputs[name].describe()}).")
+            if before.get(name) != shape and not trt_context.set_input_shape(name, shape):
+                raise RuntimeInputError(f"TensorRT rejected shape {shape} for {name} on optimisation profile "
+                                        f"{state.profile} (profile {self.inputs[name].describe()}).")
         for name, shape in shapes.items():
             state.buffer(cuda, name, self.inputs[name].dtype, shape)
         outs = {}
@@ -250,10 +396,13 @@ class TensorRTModel(Model):
             shape = tuple(trt_context.get_tensor_shape(name))
             outs[name] = (state.buffer(cuda, name, spec.dtype, shape), shape)
         # addresses after every (re)allocation above
-        for name in shapes:
-            trt_context.set_tensor_address(name, int(state.buffers[name].device))
-        for name, (buf, _) in outs.items():
-            trt_context.set_tensor_address(name, int(buf.device))
+        for name in list(shapes) + list(outs):
+            address = int(state.buffers[name].device)
+            if state.addresses.get(name) != address:
+                if not trt_context.set_tensor_address(name, address):
+                    raise RuntimeError(f"TensorRT refused the device address of {name} (see the TensorRT log above).")
+                state.addresses[name] = address
+        state.bound_shapes, state.bound_outs = dict(shapes), outs
         return outs
 
     def _run(self, state: _ThreadState, shapes: Dict[str, tuple], outs: Dict[str, tuple], host_names):
@@ -336,21 +485,26 @@ class TensorRTModel(Model):
 
     def _enqueue(self, state: _ThreadState, shapes_key: tuple) -> None:
         handle = state.stream.handle
-        if not self.use_cuda_graph:
-            if not state.context.execute_async_v3(handle):
-                raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above).")
+        if not self.use_cuda_graph or shapes_key in state.no_graph:
+            self._enqueue_plain(state)
             return
         graph = state.graphs.get(shapes_key)
         if graph is None:
             # one plain run first: TensorRT does deferred work after a shape change, which must
-            # not land inside the capture
-            if not state.context.execute_async_v3(handle):
-                raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above).")
+            # not land inside the capture. Its outputs are this call's if the capture fails.
+            self._enqueue_plain(state)
             graph = CudaGraph()
-            with graph.capture(handle):
-                state.context.execute_async_v3(handle)
+            if not graph.capture(handle, lambda: state.context.execute_async_v3(handle)):
+                state.no_graph.add(shapes_key)
+                warnings.warn(f"{self.path}: CUDA graph capture failed for input shapes {shapes_key} "
+                              f"({graph.failure}); these shapes run without a graph.", RuntimeWarning, stacklevel=4)
+                return
             state.graphs[shapes_key] = graph
         graph.launch(handle)
+
+    def _enqueue_plain(self, state: _ThreadState) -> None:
+        if not state.context.execute_async_v3(state.stream.handle):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above).")
 
     def close(self) -> None:
         if getattr(self, "engine", None) is None:
