@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "from another device is replaced, with a warning)")
     parser.add_argument("--tf32", action="store_true",
                         help="allow TF32 for FP32 layers (TensorRT's default; off here, so FP32 layers run FP32)")
-    parser.add_argument("--contexts", type=int, default=None, metavar="N",
+    parser.add_argument("--contexts", type=POSITIVE_INT, default=None, metavar="N",
                         help="TensorRT 8.5: threads that may run the engine at once (builds N identical "
                              "optimisation profiles; default 4). 8.6+ shares one profile among any number")
 

@@ -38,6 +38,7 @@ CASES = [  # argv, what the one line must say
     (["export", "c.pt", "--out", "E", "--split", "val"], "argument --split: invalid choice"),
     (["build-engine", "m.onnx", "--out", "m.engine", "--workspace", "0"], "argument --workspace: expected an integer >= 1"),
     (["build-engine", "m.onnx", "--out", "m.engine", "--opt-level", "7"], "argument --opt-level: invalid choice"),
+    (["build-engine", "m.onnx", "--out", "m.engine", "--contexts", "0"], "argument --contexts: expected an integer >= 1"),
     (["prepare", "C", "--out", "F", "--workers", "0"], "argument --workers: expected an integer >= 1"),
     (["prepare", "C", "--out", "F", "--folds", "2"], "argument --folds: expected an integer >= 3"),
     (["prepare", "C", "--out", "F", "--fold", "-1"], "argument --fold: expected an integer >= 0"),
