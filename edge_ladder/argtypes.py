@@ -106,9 +106,14 @@ def check_torch_device(flag: str, value: str) -> str:
         raise EdgeLadderError(f"{flag}: {error}") from None
 
 
+class UsageError(EdgeLadderError):
+    """A command line argparse refused; str() is the whole line to print."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line that names the flag and where the full usage is, instead of the
-    whole usage block (subcommand parsers inherit the class)."""
+    whole usage block (subcommand parsers inherit the class). Raises UsageError, so
+    `edge_ladder.cli.main([...])` returns 2 instead of exiting."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        raise UsageError(f"{self.prog}: error: {message} (see `{self.prog} --help`)")

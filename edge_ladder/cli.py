@@ -13,7 +13,7 @@ import sys
 
 from . import __version__
 from ._deps import MissingDependencyError
-from .argtypes import OneLineParser
+from .argtypes import OneLineParser, UsageError
 from .errors import EdgeLadderError
 
 # name -> (module, one-line help). Order is the pipeline's order.
@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         module = importlib.import_module(SUBCOMMANDS[args.command][0])
         return int(module.run(args) or 0)
+    except UsageError as error:
+        print(error, file=sys.stderr)
+        return 2
     except MissingDependencyError as error:
         print(f"edge-ladder {selected}: {error}", file=sys.stderr)
         return 3

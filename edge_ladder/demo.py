@@ -32,6 +32,7 @@ from pathlib import Path
 from .argtypes import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Range
 from .errors import EdgeLadderError
 from .features import atomic_write_json
+from .runtime.sidecar import sha256_file
 
 ACTORS = Range(int, minimum=5, why="5 actor folds: train, dev and test each get an actor")
 STAGE_DIRS = {"corpus": "corpus", "prepare": "features", "train": "run", "export": "export", "bench": "bench"}
@@ -40,14 +41,6 @@ STAGE_DIRS = {"corpus": "corpus", "prepare": "features", "train": "run", "export
 def _stage(title: str):
     print(f"\n=== {title} ===", flush=True)
     return time.perf_counter()
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tree_digest(root: Path, names=None) -> str | None:
@@ -61,7 +54,7 @@ def tree_digest(root: Path, names=None) -> str | None:
     for top in tops:
         files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
         for path in files:
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + file_digest(path).encode() + b"\0")
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + sha256_file(path).encode() + b"\0")
     return digest.hexdigest()
 
 
@@ -182,7 +175,7 @@ def run_demo(out, actors: int = 16, clips_per_actor: int = 24, epochs: int = 12,
         export_checkpoint(checkpoint, dirs["export"], features_dir=dirs["features"], split="test")
 
     def export_digest():
-        return {name: file_digest(dirs["export"] / name) for name in
+        return {name: sha256_file(dirs["export"] / name) for name in
                 ("export.json", "model.onnx", "model.fp16.onnx", "model.int8.onnx") if (dirs["export"] / name).exists()}
 
     def features_digest():             # manifest.json + splits.json + clips/, not prepare_report.json's timing

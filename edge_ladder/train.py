@@ -36,7 +36,7 @@ import numpy as np
 
 from . import EMOTIONS
 from .argtypes import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, TORCH_DEVICES, OneLineParser, Range,
-                       check_torch_device, torch_device)
+                       UsageError, check_torch_device, torch_device)
 from .errors import EdgeLadderError
 from .features import atomic_write_bytes, atomic_write_json, batch_clips, load_split, read_manifest, read_splits
 
@@ -680,9 +680,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:  # `torchrun -m edge_ladder.train FEATURES_DIR --out RUN_DIR ...`
+    import sys
     parser = OneLineParser(prog="edge_ladder.train", description="train (torchrun entry point)")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except EdgeLadderError as error:
+        print(error if isinstance(error, UsageError) else f"edge_ladder.train: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..argtypes import POSITIVE_INT
+from ..argtypes import POSITIVE_INT, Range
+
+CONTEXTS = Range(int, minimum=1, why="threads that may run the engine at once")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "from another device is replaced, with a warning)")
     parser.add_argument("--tf32", action="store_true",
                         help="allow TF32 for FP32 layers (TensorRT's default; off here, so FP32 layers run FP32)")
-    parser.add_argument("--contexts", type=POSITIVE_INT, default=None, metavar="N",
+    parser.add_argument("--contexts", type=CONTEXTS, default=None, metavar="N",
                         help="TensorRT 8.5: threads that may run the engine at once (builds N identical "
                              "optimisation profiles; default 4). 8.6+ shares one profile among any number")
 
