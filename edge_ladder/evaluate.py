@@ -21,6 +21,7 @@ import numpy as np
 from .argtypes import TORCH_DEVICES, check_torch_device, torch_device
 from .errors import EdgeLadderError
 from .features import atomic_write_json, load_split
+from .paths import checkpoint_argument
 
 PRESENCE_MODES = {"data": None, "av": (1.0, 1.0), "audio": (1.0, 0.0), "video": (0.0, 1.0)}
 
@@ -128,7 +129,8 @@ def overlap_note(held_out: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="RUN_DIR/checkpoint.pt from `edge-ladder train`")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", type=checkpoint_argument("evaluate"),
+                        help="RUN_DIR/checkpoint.pt from `edge-ladder train` (or RUN_DIR)")
     parser.add_argument("features_dir", metavar="FEATURES_DIR")
     parser.add_argument("--split", choices=("train", "dev", "test", "all"), default="test")
     parser.add_argument("--presence", choices=tuple(PRESENCE_MODES), default="data",
