@@ -22,8 +22,8 @@ CASES = [  # argv, what the one line must say
     (T + ["--seed", "-3"], "argument --seed: expected an integer >= 0; got '-3'"),
     (T + ["--ladder", "sideways"], "argument --ladder: invalid choice: 'sideways'"),
     (T + ["--model-size", "huge"], "argument --model-size: invalid choice: 'huge'"),
-    (["evaluate", "C.pt", "F", "--device", "tpu"], "argument --device: expected auto, cpu, cuda or cuda:N"),
-    (["evaluate", "C.pt", "F", "--split", "val"], "argument --split: invalid choice: 'val'"),
+    (["evaluate", "CHECKPOINT", "F", "--device", "tpu"], "argument --device: expected auto, cpu, cuda or cuda:N"),
+    (["evaluate", "CHECKPOINT", "F", "--split", "val"], "argument --split: invalid choice: 'val'"),
     (["infer", "m.onnx", "--threads", "0"], "argument --threads: expected an integer >= 1; got '0'"),
     (["infer", "m.onnx", "--device", "-1"], "argument --device: expected an integer >= 0; got '-1'"),
     (["infer", "m.onnx", "--backend", "cuda"], "argument --backend: invalid choice: 'cuda'"),
@@ -34,8 +34,8 @@ CASES = [  # argv, what the one line must say
     (["bench", "m.onnx", "--threads", "0"], "argument --threads: expected an integer >= 1"),
     (["bench", "m.onnx", "--seed", "-1"], "argument --seed: expected an integer >= 0"),
     (["bench", "m.onnx", "--tegrastats-interval", "0"], "argument --tegrastats-interval: expected an integer >= 1"),
-    (["export", "c.pt", "--out", "E", "--opset", "18"], "argument --opset: expected an integer in [13, 17]"),
-    (["export", "c.pt", "--out", "E", "--split", "val"], "argument --split: invalid choice"),
+    (["export", "CHECKPOINT", "--out", "E", "--opset", "18"], "argument --opset: expected an integer in [13, 17]"),
+    (["export", "CHECKPOINT", "--out", "E", "--split", "val"], "argument --split: invalid choice"),
     (["build-engine", "m.onnx", "--out", "m.engine", "--workspace", "0"], "argument --workspace: expected an integer >= 1"),
     (["build-engine", "m.onnx", "--out", "m.engine", "--opt-level", "7"], "argument --opt-level: invalid choice"),
     (["build-engine", "m.onnx", "--out", "m.engine", "--contexts", "0"], "argument --contexts: expected an integer >= 1 "
@@ -65,7 +65,10 @@ CASES = [  # argv, what the one line must say
 
 
 @pytest.mark.parametrize("argv, expected", CASES, ids=[" ".join(argv) for argv, _ in CASES])
-def test_bad_flag_values_are_one_line_errors(argv, expected, capsys):
+def test_bad_flag_values_are_one_line_errors(argv, expected, capsys, tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"          # evaluate/export check that their CHECKPOINT exists
+    checkpoint.write_bytes(b"not read: the flag is refused first")
+    argv = [str(checkpoint) if arg == "CHECKPOINT" else arg for arg in argv]
     assert cli_main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1, captured.err
