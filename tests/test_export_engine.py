@@ -147,4 +147,4 @@ def test_build_engine_cli_refuses_zero_contexts_before_anything_else(tmp_path):
     done = subprocess.run([sys.executable, "-m", "edge_ladder", "build-engine", str(tmp_path / "none.onnx"),
                            "--out", str(tmp_path / "x.engine"), "--contexts", "0"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "--contexts must be at least 1" in done.stderr
+    assert "argument --contexts: expected an integer >= 1 (threads that may run the engine at once)" in done.stderr
