@@ -729,13 +729,19 @@ def make_tensorrt(version: str, driver: Driver, ignores_fp16: bool = False, capt
         def set_optimization_profile_async(self, profile_index, stream_handle):
             """Before 10.0 without PROFILE_SHARING_0806: "each execution context in concurrent use
             must use a separate optimization profile" (NvInferRuntime.h 8.5, IExecutionContext), so a
-            profile held by another live context is refused (returns False). Switching invalidates
-            the input shapes (trt_docs.py IExecutionContext.active_optimization_profile, 8.6)."""
+            profile held by another live context is refused. Switching invalidates the input shapes
+            (trt_docs.py IExecutionContext.active_optimization_profile, 8.6).
+
+            A refusal RAISES: the docstring says ":returns: True if the optimization profile was set
+            successfully", but the binding is PY_ASSERT_RUNTIME_ERROR(setOptimizationProfileAsync(...),
+            "Error in set optimization profile async."); return true; (python/src/infer/pyCore.cpp,
+            lambdas::context_set_optimization_profile_async, identical in 8.5.2, 8.6.1, 10.3, 10.13
+            and main), so Python never sees False."""
             if not 0 <= profile_index < len(self.engine.profiles):
-                return False
+                raise RuntimeError("Error in set optimization profile async.")
             held = any(other is not self and other.profile == profile_index for other in list(self.engine.contexts))
             if held and not self.engine.plan["sharing"]:
-                return False
+                raise RuntimeError("Error in set optimization profile async.")
             self.profile, self.shapes = profile_index, {}
             return True
 

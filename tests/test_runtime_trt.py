@@ -462,3 +462,20 @@ def test_the_jetson_extra_asks_for_a_pycuda_that_builds_on_cuda_13():
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     jetson = re.search(r"^jetson = \[(.*)\]$", pyproject, re.MULTILINE).group(1)
     assert '"pycuda>=2025.1.2"' in jetson
+
+
+def test_a_profile_tensorrt_refuses_is_a_context_limit_error_not_a_bare_runtime_error(monkeypatch, tmp_path):
+    """(1) set_optimization_profile_async RAISES RuntimeError("Error in set optimization profile
+    async.") on a refusal, though its docstring promises False (pyCore.cpp PY_ASSERT_RUNTIME_ERROR,
+    8.5-10.x; the stand-in does the same). A context made outside the model holds profile 0 of an
+    8.5 engine: the thread gets ContextLimitError saying so, and the profile goes back to the pool."""
+    from edge_ladder.runtime.trt_backend import ContextLimitError
+    _, model, reference, _ = _standin_model(monkeypatch, tmp_path, "8.5.2.2", build_options={"contexts": 2})
+    foreign = model.engine.create_execution_context()          # the engine's first context: profile 0
+    feeds = random_inputs(np.random.default_rng(7), batch=1)
+    with pytest.raises(ContextLimitError, match="another live execution context of this engine, not made by "
+                                                "this model, holds it.*--contexts N"):
+        model.predict(feeds)
+    del foreign
+    np.testing.assert_allclose(model.predict(feeds).probs, reference.predict(feeds).probs, atol=1e-6)
+    model.close()

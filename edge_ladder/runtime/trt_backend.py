@@ -21,8 +21,9 @@ engine creates gets profile 0 implicitly. TensorRT 8.6 can lift that at build ti
     otherwise (8.5; 8.6 engines built without sharing): each thread's context takes a free
             profile among those with `profile`'s shapes (build-engine --contexts N builds N
             identical ones on 8.5), and a thread beyond that gets ContextLimitError naming the fix.
-Every context selects its profile explicitly (set_optimization_profile_async) and the return is
-checked: never a misleading "rejected shape" from a context without a profile.
+Every context selects its profile explicitly (set_optimization_profile_async, through
+`select_profile`: the binding raises RuntimeError where its docstring promises False) and a refusal
+is a ContextLimitError: never a misleading "rejected shape" from a context without a profile.
 
 Device-filled inputs (the CUDA front-end kernels write log-mel frames and face crops straight
 into the engine's input buffers; edge_ladder.runtime.gpu_frontend does this for a window):
@@ -93,6 +94,17 @@ def profiles_shared(tensorrt_version: str, sidecar: Optional[dict]) -> bool:
     8.6 engine whose sidecar records PROFILE_SHARING_0806 at build. Unknown (8.x without a sidecar):
     no, the safe answer."""
     return _major(tensorrt_version) >= 10 or bool((sidecar or {}).get("profile_sharing"))
+
+
+def select_profile(context, profile_index: int, stream_handle: int) -> bool:
+    """IExecutionContext.set_optimization_profile_async as a bool. Its docstring says ":returns: True
+    if the optimization profile was set successfully", but the binding raises instead of returning
+    False: PY_ASSERT_RUNTIME_ERROR(self.setOptimizationProfileAsync(...), "Error in set optimization
+    profile async.") (NVIDIA/TensorRT python/src/infer/pyCore.cpp, 8.5.2 through 10.13 and main)."""
+    try:
+        return bool(context.set_optimization_profile_async(profile_index, stream_handle))
+    except RuntimeError:
+        return False
 
 
 class _ProfilePool:
@@ -176,9 +188,12 @@ class _ThreadState:
             # always explicit: before 10.0 only an engine's first context gets profile 0 implicitly
             # ("For other execution contexts, setOptimizationProfile() must be called with unique
             # profile index", NvInferRuntime.h 8.5); the same stream as every enqueue that follows
-            if not self.context.set_optimization_profile_async(self.profile, self.stream.handle):
+            if not select_profile(self.context, self.profile, self.stream.handle):
                 raise ContextLimitError(f"TensorRT refused optimisation profile {self.profile} for this thread's "
-                                        f"execution context (another live context holds it?).")
+                                        f"execution context: another live execution context of this engine, "
+                                        f"not made by this model, holds it (TensorRT < 10 without profile "
+                                        f"sharing). Free that context, or rebuild the engine with more "
+                                        f"profiles: `build-engine ... --contexts N`.")
         except BaseException:
             self.context = self.stream = None
             pool.release(self.profile)
