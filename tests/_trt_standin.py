@@ -35,6 +35,11 @@ class CudaError(RuntimeError):
     """pycuda._driver.Error / LogicError stand-in."""
 
 
+class CudaMemoryError(CudaError):
+    """pycuda._driver.MemoryError: CUDA_ERROR_OUT_OF_MEMORY (src/wrapper/wrap_cudadrv.cpp translates
+    it to MemoryError, a subclass of pycuda's Error)."""
+
+
 # =============================================================================================
 # The CUDA driver
 
@@ -57,6 +62,8 @@ class Driver:
         self.graphs: Dict[int, list] = {}
         self._graph_ids = itertools.count(1)
         self.on_capture_begin: Optional[Callable[[], None]] = None   # test hook
+        self.memory_limit: Optional[int] = None       # device bytes; beyond: CUDA_ERROR_OUT_OF_MEMORY
+        self._allocated: Dict[int, int] = {}
 
     def device_info(self, device: int = 0) -> dict:       # export.engine.cuda_device_info's answer
         return {"gpu_name": self.name, "compute_capability": f"{self.cc[0]}.{self.cc[1]}",
@@ -74,14 +81,18 @@ class Driver:
     # memory
     def alloc(self, nbytes: int) -> int:
         with self.lock:
+            if self.memory_limit is not None and sum(self._allocated.values()) + nbytes > self.memory_limit:
+                raise CudaMemoryError("cuMemAlloc failed: out of memory")
             address = next(self._next_address)
             self.memory[address] = np.zeros(max(nbytes, 1), np.uint8)
+            self._allocated[address] = nbytes
             self.live["device"] += 1
             return address
 
     def free(self, address: int) -> None:
         with self.lock:
             del self.memory[address]
+            del self._allocated[address]
             self.live["device"] -= 1
 
     def region(self, address: int, nbytes: int) -> np.ndarray:
@@ -252,10 +263,12 @@ def make_pycuda(driver: Driver):
         __index__ = __int__
 
         def free(self):
+            """cuda.hpp device_allocation::free: a second free() throws CUDA_ERROR_INVALID_HANDLE."""
+            if self.freed:
+                raise CudaError("device_allocation::free failed: invalid resource handle")
             ward_context()
-            if not self.freed:
-                driver.free(self.address)
-                self.freed = True
+            driver.free(self.address)
+            self.freed = True
 
     class PagelockedHostAllocation:
         """The .base of pagelocked_empty's array (pycuda doc/driver.rst), with free()."""
@@ -268,9 +281,11 @@ def make_pycuda(driver: Driver):
             driver.live["host"] += 1
 
         def free(self):
-            if not self.freed:
-                self.freed = True
-                driver.live["host"] -= 1
+            """cuda.hpp pagelocked_host_allocation::free: a second free() throws CUDA_ERROR_INVALID_HANDLE."""
+            if self.freed:
+                raise CudaError("pagelocked_host_allocation::free failed: invalid resource handle")
+            self.freed = True
+            driver.live["host"] -= 1
 
     def pagelocked_empty(shape, dtype, order="C", mem_flags=0):
         array = np.asarray(PagelockedHostAllocation(shape, dtype))
@@ -334,6 +349,7 @@ def make_pycuda(driver: Driver):
     cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = memcpy_htod_async, memcpy_dtoh_async
     cuda.memcpy_htod, cuda.memcpy_dtoh = memcpy_htod, memcpy_dtoh
     cuda.Error = cuda.LogicError = CudaError
+    cuda.MemoryError = CudaMemoryError
     cuda.pycuda_stack = pycuda_stack                 # for assertions
     package = types.ModuleType("pycuda")
     package.driver = cuda

@@ -479,3 +479,24 @@ def test_a_profile_tensorrt_refuses_is_a_context_limit_error_not_a_bare_runtime_
     del foreign
     np.testing.assert_allclose(model.predict(feeds).probs, reference.predict(feeds).probs, atol=1e-6)
     model.close()
+
+
+def test_out_of_gpu_memory_while_growing_a_buffer_leaves_the_model_usable_and_closable(monkeypatch, tmp_path):
+    """(10) pycuda's free() of an already freed allocation throws CUDA_ERROR_INVALID_HANDLE (cuda.hpp
+    device_allocation::free / pagelocked_host_allocation::free; the stand-in too), and mem_alloc
+    raises pycuda's MemoryError when the device is full (8 GB Orin boards). A buffer that cannot grow
+    must leave no freed buffer behind: the call fails with the out-of-memory error, the next one
+    retries, and close() frees everything."""
+    standin, model, reference, _ = _standin_model(monkeypatch, tmp_path)
+    rng = np.random.default_rng(8)
+    small, large = random_inputs(rng, batch=1, t_audio=60, t_video=5), random_inputs(rng, batch=2, t_audio=190, t_video=19)
+    model.predict(small)
+    standin.driver.memory_limit = sum(standin.driver._allocated.values()) + 4096      # no room to grow
+    with pytest.raises(standin.cuda.MemoryError, match="out of memory"):
+        model.predict(large)
+    standin.driver.memory_limit = None
+    np.testing.assert_allclose(model.predict(large).probs, reference.predict(large).probs, atol=1e-6)
+    np.testing.assert_allclose(model.predict(small).probs, reference.predict(small).probs, atol=1e-6)
+    model.close()
+    assert standin.driver.live == {"stream": 0, "event": 0, "device": 0, "host": 0}
+    assert standin.driver.primary_retains == 0

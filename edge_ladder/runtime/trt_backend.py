@@ -139,7 +139,11 @@ class _DeviceBuffer:
         self.dtype = np.dtype(dtype)
         self.capacity = max(1, n_elements)
         self.host = cuda.pagelocked_empty(self.capacity, self.dtype)
-        self.device = cuda.mem_alloc(self.capacity * self.dtype.itemsize)
+        try:
+            self.device = cuda.mem_alloc(self.capacity * self.dtype.itemsize)
+        except BaseException:                        # out of GPU memory: no page-locked memory left behind
+            self.host.base.free()
+            raise
 
     def view(self, shape) -> np.ndarray:
         return self.host[:int(np.prod(shape))].reshape(shape)
@@ -207,13 +211,17 @@ class _ThreadState:
         self.addresses: Dict[str, int] = {}          # tensor -> device address the context holds
 
     def buffer(self, cuda, name: str, dtype, shape) -> _DeviceBuffer:
-        """The buffer for `name`, grown (and graphs dropped: addresses change) when too small."""
+        """The buffer for `name`, grown (and graphs dropped: addresses change) when too small. The
+        old buffer leaves `buffers` before it is freed: if the larger allocation fails (pycuda's
+        MemoryError), no freed buffer stays behind to be freed again (pycuda's free() of a freed
+        allocation throws) by the next call or by close()."""
         n = int(np.prod(shape))
         current = self.buffers.get(name)
         if current is None or current.capacity < n:
             if current is not None:
-                current.free()
+                del self.buffers[name]
                 self.drop_graphs()
+                current.free()
             self.buffers[name] = _DeviceBuffer(cuda, dtype, n)
         return self.buffers[name]
 
