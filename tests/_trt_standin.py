@@ -741,6 +741,8 @@ def make_tensorrt(version: str, driver: Driver, ignores_fp16: bool = False, capt
         def __init__(self, engine, profile):
             self.engine, self.profile, self.shapes, self.addresses = engine, profile, {}, {}
             self.calls = {"set_input_shape": 0, "set_tensor_address": 0}
+            self.resources: Optional[tuple] = None       # (generation, shapes) of the layer resources
+            self._generations = itertools.count(1)
 
         def set_optimization_profile_async(self, profile_index, stream_handle):
             """Before 10.0 without PROFILE_SHARING_0806: "each execution context in concurrent use
@@ -786,11 +788,29 @@ def make_tensorrt(version: str, driver: Driver, ignores_fp16: bool = False, capt
             inputs = [name for name, (mode, _) in self.engine.io.items() if mode == "INPUT"]
             if self.profile < 0 or set(inputs) - set(self.shapes) or set(self.engine.io) - set(self.addresses):
                 return False
-            if stream_handle in driver.captures and not self.engine.capturable:
+            capturing = stream_handle in driver.captures
+            if capturing and not self.engine.capturable:
                 return False
             shapes, addresses = dict(self.shapes), dict(self.addresses)
+            # Layer resources follow the input shapes and are updated at the first enqueue after a
+            # change: "This function will trigger layer resource updates on the next call of
+            # enqueueV2()/executeV2() ... if the shapes are different than the previous set shapes"
+            # and "the first enqueueV2() call after a setInputShapeBinding() call will cause failure
+            # in stream capture due to resource allocation. Please call enqueueV2() once before
+            # capturing the graph" (NvInferRuntime.h 8.5/8.6, IExecutionContext; plugins'
+            # configurePlugin runs then too, IPluginV2DynamicExt). So an update inside a capture fails
+            # it, and a graph captured before an update replays kernels reading resources that are
+            # gone (modelled as the illegal-address error it would be at best).
+            if self.resources is None or self.resources[1] != shapes:
+                if capturing:
+                    return False
+                self.resources = (next(self._generations), shapes)
+            generation = self.resources[0]
 
             def run():
+                if self.resources[0] != generation:
+                    raise CudaError("CUDA_ERROR_ILLEGAL_ADDRESS (700): kernels captured for layer resources of "
+                                    f"shapes {shapes} replayed after TensorRT updated them for {self.resources[1]}")
                 feeds = {name: driver.region(addresses[name], 4 * int(np.prod(shapes[name]))).view(np.float32)
                          .reshape(shapes[name]).copy() for name in inputs}
                 outputs = self.engine.session.run(None, feeds)

@@ -50,8 +50,9 @@ def test_tensorrt_buffers_grow_and_graphs_replay(engine_path, tiny_export):
     for use_graph in (False, True):
         model = rt.load(engine_path, use_cuda_graph=use_graph)
         for t_audio, t_video in ((97, 11), (198, 20), (61, 7), (198, 20)):
-            feeds = random_inputs(rng, batch=2, t_audio=t_audio, t_video=t_video)
-            np.testing.assert_allclose(model.predict(feeds).probs, ort_model.predict(feeds).probs, atol=1e-4)
+            for _ in range(3):             # with graphs: plain, then captured + launched, then replayed
+                feeds = random_inputs(rng, batch=2, t_audio=t_audio, t_video=t_video)
+                np.testing.assert_allclose(model.predict(feeds).probs, ort_model.predict(feeds).probs, atol=1e-4)
         model.close()
 
 
@@ -393,14 +394,17 @@ def test_graph_capture_survives_another_threads_synchronous_copy(monkeypatch, tm
 def test_a_capture_the_engine_refuses_falls_back_to_plain_enqueue_with_a_warning(monkeypatch, tmp_path):
     """(7) execute_async_v3 returns False inside the capture (the stand-in's capturable=False: an
     engine with operations a CUDA graph cannot hold): a RuntimeWarning once, right results from
-    plain enqueues, no second capture attempt for those shapes."""
+    plain enqueues, no second capture attempt for those shapes. (The capture is tried on the second
+    call at the same shapes: the first runs plain, see _enqueue.)"""
     standin, model, reference, _ = _standin_model(monkeypatch, tmp_path, trt_options={"capturable": False},
                                                   use_cuda_graph=True)
     rng = np.random.default_rng(3)
-    first, second = (random_inputs(rng, batch=1, t_audio=97, t_video=11) for _ in range(2))
+    first, second, third = (random_inputs(rng, batch=1, t_audio=97, t_video=11) for _ in range(3))
+    np.testing.assert_allclose(model.predict(first).probs, reference.predict(first).probs, atol=1e-6)
+    assert standin.libcuda.captures_begun == 0
     with pytest.warns(RuntimeWarning, match="CUDA graph capture failed .*returned False"):
-        np.testing.assert_allclose(model.predict(first).probs, reference.predict(first).probs, atol=1e-6)
-    np.testing.assert_allclose(model.predict(second).probs, reference.predict(second).probs, atol=1e-6)
+        np.testing.assert_allclose(model.predict(second).probs, reference.predict(second).probs, atol=1e-6)
+    np.testing.assert_allclose(model.predict(third).probs, reference.predict(third).probs, atol=1e-6)
     assert standin.libcuda.captures_begun == 1
     model.close()
 
@@ -500,3 +504,20 @@ def test_out_of_gpu_memory_while_growing_a_buffer_leaves_the_model_usable_and_cl
     model.close()
     assert standin.driver.live == {"stream": 0, "event": 0, "device": 0, "host": 0}
     assert standin.driver.primary_retains == 0
+
+
+def test_a_cuda_graph_is_replayed_only_while_the_context_keeps_its_shapes(monkeypatch, tmp_path):
+    """(7) TensorRT updates a context's layer resources at the first enqueue after an input shape
+    change (NvInferRuntime.h 8.5/8.6: "will trigger layer resource updates on the next call of
+    enqueueV2() ... if the shapes are different than the previous set shapes"; the stand-in models
+    it). A graph captured at shapes A and replayed after a run at shapes B would read resources
+    laid out for B. Alternating A, A, B, A, A: every result right; graphs only for runs of equal
+    shapes; the first call at new shapes runs plain (that is the enqueue the capture needs first)."""
+    standin, model, reference, _ = _standin_model(monkeypatch, tmp_path, use_cuda_graph=True)
+    rng = np.random.default_rng(9)
+    # B smaller than A: its buffers fit in A's, so no reallocation drops A's graph on the way
+    a, b = random_inputs(rng, batch=1, t_audio=150, t_video=11), random_inputs(rng, batch=1, t_audio=97, t_video=11)
+    for feeds in (a, a, a, b, a, a, a):
+        np.testing.assert_allclose(model.predict(feeds).probs, reference.predict(feeds).probs, atol=1e-6)
+    assert standin.libcuda.captures_begun == 2              # the 2nd A and the 2nd A after B
+    model.close()

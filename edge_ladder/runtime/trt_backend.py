@@ -5,7 +5,7 @@
     per thread: one IExecutionContext on its own optimisation profile where TensorRT needs that
             (below), one non-blocking CUDA stream, CUDA events, page-locked host buffers and
             device buffers, allocated on first use and grown only when a larger shape arrives;
-            optional CUDA graphs, one per fixed set of input shapes
+            optional CUDA graph, for the input shapes the context holds (dropped when they change)
     per call: primary context pushed -> set_input_shape / set_tensor_address where the shapes or
             buffers changed -> async H2D -> execute_async_v3 (or graph launch) -> async D2H ->
             synchronise -> context popped
@@ -204,8 +204,9 @@ class _ThreadState:
             raise
         self.events = [cuda.Event() for _ in range(4)]    # start, after H2D, after compute, after D2H
         self.buffers: Dict[str, _DeviceBuffer] = {}
-        self.graphs: Dict[tuple, CudaGraph] = {}
+        self.graphs: Dict[tuple, CudaGraph] = {}     # at most one: for the shapes the context holds now
         self.no_graph: set = set()                   # input shapes whose capture failed: plain enqueue
+        self.warm: Optional[tuple] = None            # shapes of the last plain enqueue, none changed since
         self.bound_shapes: Optional[dict] = None     # input shapes the context holds now
         self.bound_outs: Optional[dict] = None       # their outputs {name: (buffer, shape)}
         self.addresses: Dict[str, int] = {}          # tensor -> device address the context holds
@@ -279,9 +280,11 @@ class TensorRTModel(Model):
 
     device: CUDA device index. profile: the optimisation profile whose shapes the model serves
     (contexts use it, or on TensorRT < 10 without profile sharing one of the identical profiles,
-    see the module docstring). use_cuda_graph: capture execute_async_v3 in a CUDA graph per
-    distinct set of input shapes (worth it for fixed-shape streaming windows); shapes whose
-    capture fails run without a graph, with a RuntimeWarning. verify_sidecar: refuse engines
+    see the module docstring). use_cuda_graph: capture execute_async_v3 in a CUDA graph once a
+    thread calls twice in a row with the same input shapes, and replay it while they stay the same
+    (worth it for fixed-shape streaming windows; a shape change drops the graph, as TensorRT then
+    updates the context's layer resources); shapes whose capture fails run without a graph, with a
+    RuntimeWarning. verify_sidecar: refuse engines
     built for another TensorRT/GPU or changed since the build (keep True unless you built the
     engine yourself with trtexec).
 
@@ -406,6 +409,12 @@ class TensorRTModel(Model):
         (Polygraphy's TrtRunner skips them the same way)."""
         if state.bound_shapes == shapes:
             return state.bound_outs
+        # TensorRT updates the context's layer resources at the first enqueue after a shape change
+        # (NvInferRuntime.h 8.5/8.6: "will trigger layer resource updates on the next call of
+        # enqueueV2() ... if the shapes are different than the previous set shapes"): a graph
+        # captured at other shapes must never be replayed after that.
+        state.drop_graphs()
+        state.warm = None
         cuda, trt_context = self.cuda, state.context
         before, state.bound_shapes = state.bound_shapes or {}, None      # nothing trusted until all set
         for name, shape in shapes.items():
@@ -507,22 +516,28 @@ class TensorRTModel(Model):
         return make_result(outputs["logits"], outputs["probs"], timings, self.backend)
 
     def _enqueue(self, state: _ThreadState, shapes_key: tuple) -> None:
+        """Plain execute_async_v3, or with use_cuda_graph a graph of it. A graph is captured on the
+        second consecutive call at the same shapes: the first call after a shape change runs plain,
+        which is the enqueue TensorRT needs before a capture ("Please call enqueueV2() once before
+        capturing the graph", NvInferRuntime.h 8.5; trtexec does the same). `_prepare` drops the
+        graph when the shapes change, so alternating shapes run plain, never a stale graph."""
         handle = state.stream.handle
-        if not self.use_cuda_graph or shapes_key in state.no_graph:
-            self._enqueue_plain(state)
-            return
         graph = state.graphs.get(shapes_key)
-        if graph is None:
-            # one plain run first: TensorRT does deferred work after a shape change, which must
-            # not land inside the capture. Its outputs are this call's if the capture fails.
+        if graph is not None:
+            graph.launch(handle)
+            return
+        if not self.use_cuda_graph or shapes_key in state.no_graph or state.warm != shapes_key:
             self._enqueue_plain(state)
-            graph = CudaGraph()
-            if not graph.capture(handle, lambda: state.context.execute_async_v3(handle)):
-                state.no_graph.add(shapes_key)
-                warnings.warn(f"{self.path}: CUDA graph capture failed for input shapes {shapes_key} "
-                              f"({graph.failure}); these shapes run without a graph.", RuntimeWarning, stacklevel=4)
-                return
-            state.graphs[shapes_key] = graph
+            state.warm = shapes_key
+            return
+        graph = CudaGraph()
+        if not graph.capture(handle, lambda: state.context.execute_async_v3(handle)):
+            state.no_graph.add(shapes_key)
+            warnings.warn(f"{self.path}: CUDA graph capture failed for input shapes {shapes_key} "
+                          f"({graph.failure}); these shapes run without a graph.", RuntimeWarning, stacklevel=4)
+            self._enqueue_plain(state)                # nothing of the capture ran: this call's run
+            return
+        state.graphs[shapes_key] = graph
         graph.launch(handle)
 
     def _enqueue_plain(self, state: _ThreadState) -> None:
