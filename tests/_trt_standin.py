@@ -62,6 +62,7 @@ class Driver:
         self.graphs: Dict[int, list] = {}
         self._graph_ids = itertools.count(1)
         self.on_capture_begin: Optional[Callable[[], None]] = None   # test hook
+        self.on_execute: Optional[Callable[[], None]] = None         # test hook: inside execute_async_v3
         self.memory_limit: Optional[int] = None       # device bytes; beyond: CUDA_ERROR_OUT_OF_MEMORY
         self._allocated: Dict[int, int] = {}
 
@@ -788,6 +789,8 @@ def make_tensorrt(version: str, driver: Driver, ignores_fp16: bool = False, capt
             inputs = [name for name, (mode, _) in self.engine.io.items() if mode == "INPUT"]
             if self.profile < 0 or set(inputs) - set(self.shapes) or set(self.engine.io) - set(self.addresses):
                 return False
+            if driver.on_execute is not None:
+                driver.on_execute()
             capturing = stream_handle in driver.captures
             if capturing and not self.engine.capturable:
                 return False

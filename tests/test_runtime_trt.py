@@ -521,3 +521,48 @@ def test_a_cuda_graph_is_replayed_only_while_the_context_keeps_its_shapes(monkey
         np.testing.assert_allclose(model.predict(feeds).probs, reference.predict(feeds).probs, atol=1e-6)
     assert standin.libcuda.captures_begun == 2              # the 2nd A and the 2nd A after B
     model.close()
+
+
+def test_close_waits_for_calls_in_flight_and_refuses_new_ones(monkeypatch, tmp_path):
+    """close() from one thread while another is inside predict(): it must not free that thread's
+    context, stream and buffers under it (the call would then copy from freed device memory).
+    close() waits for the call to end; a call that starts meanwhile gets the clear "closed"
+    error; afterwards everything is freed and the primary context released."""
+    standin, model, reference, _ = _standin_model(monkeypatch, tmp_path)
+    feeds = random_inputs(np.random.default_rng(10), batch=1)
+    inside, go = threading.Event(), threading.Event()
+
+    def hold():
+        if threading.current_thread().name == "busy":
+            inside.set()
+            go.wait(10)
+    standin.driver.on_execute = hold
+    outcome = {}
+
+    def busy():
+        try:
+            outcome["probs"] = model.predict(feeds).probs
+        except Exception as error:                  # reported below
+            outcome["error"] = error
+    worker = threading.Thread(target=busy, name="busy")
+    worker.start()
+    assert inside.wait(10)
+    closer = threading.Thread(target=model.close)
+    closer.start()
+    closer.join(0.5)
+    assert closer.is_alive()                                     # waiting for the call in flight
+    late = {}
+    latecomer = threading.Thread(target=lambda: late.setdefault("error", pytest.raises(rt.ModelLoadError,
+                                                                                       model.predict, feeds)))
+    latecomer.start()
+    latecomer.join()
+    assert "closed" in str(late["error"].value)
+    go.set()
+    worker.join()
+    closer.join(10)
+    assert not closer.is_alive() and "error" not in outcome, outcome
+    np.testing.assert_allclose(outcome["probs"], reference.predict(feeds).probs, atol=1e-6)
+    assert standin.driver.live == {"stream": 0, "event": 0, "device": 0, "host": 0}
+    assert standin.driver.primary_retains == 0
+    with pytest.raises(rt.ModelLoadError, match="closed"):
+        model.predict(feeds)

@@ -545,10 +545,16 @@ class TensorRTModel(Model):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above).")
 
     def close(self) -> None:
+        """Free every thread's state, the engine and the primary context, from any thread. Calls
+        in flight in other threads are waited for; calls that start meanwhile, or after, get
+        ModelLoadError ("closed"). Idempotent."""
         if getattr(self, "engine", None) is None:
             return
-        with self.gpu.active():
-            self._states.free_all()
-            self.engine = None
-            self.runtime = None
-        self.gpu.release()
+
+        def free():
+            try:
+                self._states.free_all()
+            finally:
+                self.engine = None
+                self.runtime = None
+        self.gpu.close(free)
