@@ -63,6 +63,7 @@ class Driver:
         self._graph_ids = itertools.count(1)
         self.on_capture_begin: Optional[Callable[[], None]] = None   # test hook
         self.on_execute: Optional[Callable[[], None]] = None         # test hook: inside execute_async_v3
+        self.on_context_created: Optional[Callable[[], None]] = None  # test hook: create_execution_context
         self.memory_limit: Optional[int] = None       # device bytes; beyond: CUDA_ERROR_OUT_OF_MEMORY
         self._allocated: Dict[int, int] = {}
 
@@ -733,6 +734,8 @@ def make_tensorrt(version: str, driver: Driver, ignores_fp16: bool = False, capt
             context = ExecutionContext(self, 0 if major >= 10 or not self.created_any else -1)
             self.created_any = True
             self.contexts.add(context)
+            if driver.on_context_created is not None:
+                driver.on_context_created()
             return context
 
         def create_engine_inspector(self):

@@ -566,3 +566,51 @@ def test_close_waits_for_calls_in_flight_and_refuses_new_ones(monkeypatch, tmp_p
     assert standin.driver.primary_retains == 0
     with pytest.raises(rt.ModelLoadError, match="closed"):
         model.predict(feeds)
+
+
+def test_two_threads_starting_together_on_8_5_both_get_their_profile(monkeypatch, tmp_path):
+    """(1) Before 10.0 the engine's FIRST execution context takes profile 0 implicitly
+    (NvInferRuntime.h 8.5 ICudaEngine::createExecutionContext; the stand-in too). Thread A takes
+    profile 0 from the pool, thread B profile 1; if B creates the engine's first context and A
+    selects profile 0 before B has switched to 1, TensorRT refuses A. (Mic and camera callbacks
+    of a Stream start exactly like this.) Taking a profile, creating the context and selecting the
+    profile must be one step; the interleaving is forced with hooks (each waits at most 0.5 s)."""
+    standin, model, reference, _ = _standin_model(monkeypatch, tmp_path, "8.5.2.2", build_options={"contexts": 2})
+    b_created, a_done = threading.Event(), threading.Event()
+    real_new_stream = model.gpu.new_stream
+
+    def new_stream():
+        if threading.current_thread().name == "A":       # A holds profile 0: let B create a context first
+            b_created.wait(0.5)
+        return real_new_stream()
+
+    def context_created():
+        if threading.current_thread().name == "B":       # B's context exists, profile not yet selected
+            b_created.set()
+            a_done.wait(0.5)
+    monkeypatch.setattr(model.gpu, "new_stream", new_stream)
+    standin.driver.on_context_created = context_created
+    feeds = random_inputs(np.random.default_rng(11), batch=1)
+    outcome = {}
+
+    def run(name):
+        try:
+            outcome[name] = model.predict(feeds).probs
+        except Exception as error:                     # reported below
+            outcome[name] = error
+        finally:
+            if name == "A":
+                a_done.set()
+    a = threading.Thread(target=run, args=("A",), name="A")
+    a.start()
+    while not model._pool._held:                         # A has taken profile 0
+        threading.Event().wait(0.001)
+    b = threading.Thread(target=run, args=("B",), name="B")
+    b.start()
+    a.join()
+    b.join()
+    want = reference.predict(feeds).probs
+    for name in "AB":
+        assert isinstance(outcome[name], np.ndarray), f"thread {name}: {outcome[name]!r}"
+        np.testing.assert_allclose(outcome[name], want, atol=1e-6)
+    model.close()

@@ -115,6 +115,11 @@ class _ProfilePool:
         self._limit_message = limit_message          # (held: {profile: thread name}) -> text
         self._held: Dict[int, str] = {}
         self._lock = threading.Lock()
+        # One thread at a time takes a profile, creates its context and selects the profile: before
+        # 10.0 the engine's first context holds profile 0 implicitly until it selects another
+        # ("The first execution context created will call setOptimizationProfile(0) implicitly",
+        # NvInferRuntime.h 8.5), so a thread selecting 0 meanwhile would be refused.
+        self.setup = threading.Lock()
 
     def acquire(self) -> int:
         if self.shared:
@@ -181,27 +186,28 @@ class _ThreadState:
     def __init__(self, cuda, engine, pool: _ProfilePool, new_stream):
         self.prepared: Optional[dict] = None         # shapes device_inputs() set up, for execute_prefilled
         self.pool = pool
-        self.profile = pool.acquire()                # ContextLimitError before anything is allocated
         self.context = None
         self.stream = None
-        try:
-            self.stream = new_stream()
-            self.context = engine.create_execution_context()
-            if self.context is None:
-                raise ModelLoadError("TensorRT could not create an execution context (out of GPU memory?).")
-            # always explicit: before 10.0 only an engine's first context gets profile 0 implicitly
-            # ("For other execution contexts, setOptimizationProfile() must be called with unique
-            # profile index", NvInferRuntime.h 8.5); the same stream as every enqueue that follows
-            if not select_profile(self.context, self.profile, self.stream.handle):
-                raise ContextLimitError(f"TensorRT refused optimisation profile {self.profile} for this thread's "
-                                        f"execution context: another live execution context of this engine, "
-                                        f"not made by this model, holds it (TensorRT < 10 without profile "
-                                        f"sharing). Free that context, or rebuild the engine with more "
-                                        f"profiles: `build-engine ... --contexts N`.")
-        except BaseException:
-            self.context = self.stream = None
-            pool.release(self.profile)
-            raise
+        with pool.setup:                             # profile, context and selection as one step
+            self.profile = pool.acquire()            # ContextLimitError before anything is allocated
+            try:
+                self.stream = new_stream()
+                self.context = engine.create_execution_context()
+                if self.context is None:
+                    raise ModelLoadError("TensorRT could not create an execution context (out of GPU memory?).")
+                # always explicit: before 10.0 only an engine's first context gets profile 0 implicitly
+                # ("For other execution contexts, setOptimizationProfile() must be called with unique
+                # profile index", NvInferRuntime.h 8.5); the same stream as every enqueue that follows
+                if not select_profile(self.context, self.profile, self.stream.handle):
+                    raise ContextLimitError(f"TensorRT refused optimisation profile {self.profile} for this thread's "
+                                            f"execution context: another live execution context of this engine, "
+                                            f"not made by this model, holds it (TensorRT < 10 without profile "
+                                            f"sharing). Free that context, or rebuild the engine with more "
+                                            f"profiles: `build-engine ... --contexts N`.")
+            except BaseException:
+                self.context = self.stream = None
+                pool.release(self.profile)
+                raise
         self.events = [cuda.Event() for _ in range(4)]    # start, after H2D, after compute, after D2H
         self.buffers: Dict[str, _DeviceBuffer] = {}
         self.graphs: Dict[tuple, CudaGraph] = {}     # at most one: for the shapes the context holds now
