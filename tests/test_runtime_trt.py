@@ -614,3 +614,15 @@ def test_two_threads_starting_together_on_8_5_both_get_their_profile(monkeypatch
         assert isinstance(outcome[name], np.ndarray), f"thread {name}: {outcome[name]!r}"
         np.testing.assert_allclose(outcome[name], want, atol=1e-6)
     model.close()
+
+
+def test_close_inside_the_models_own_active_block(monkeypatch, tmp_path):
+    """close() from inside `with model.active():` (e.g. a front-end's shutdown path) releases the
+    primary context there; leaving the block must not pop a context pycuda no longer holds
+    (cuda.hpp context::pop throws "cannot pop non-current context" on an empty stack)."""
+    standin, model, _, _ = _standin_model(monkeypatch, tmp_path)
+    model.predict(random_inputs(np.random.default_rng(12), batch=1))
+    with model.active():
+        model.close()
+    assert standin.driver.primary_retains == 0 and standin.driver.stack() == [] and standin.cuda.pycuda_stack() == []
+    assert standin.driver.live == {"stream": 0, "event": 0, "device": 0, "host": 0}

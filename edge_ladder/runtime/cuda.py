@@ -110,7 +110,8 @@ class PrimaryContext:
             try:
                 yield self
             finally:
-                self.cuda.Context.pop()
+                if not self._released:               # closed inside this block: release() left nothing to pop
+                    self.cuda.Context.pop()
         finally:
             self._depth.n -= 1
             with self._users:
