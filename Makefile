@@ -1,14 +1,17 @@
 # The two commands of the README:
 #   make demo   sets up .venv from nothing and runs `edge-ladder demo --out demo_out` (CPU)
 #   make test   sets up .venv from nothing, builds kernels/, runs the tests (and the benchmark suite once, untimed)
+# and for the robot:
+#   make wheel  builds dist/edge_ladder-VERSION-py3-none-any.whl (pure Python: runtime, export, kernels binding)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    ?= demo_out
+DIST   ?= dist
 # torch is pinned: this machine has the 2.13.0 CPU build on disk; an unpinned torch pulls CUDA (GBs).
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test kernels bench clean
+.PHONY: setup demo test kernels bench wheel clean
 
 setup: $(VENV)/.installed
 
@@ -34,5 +37,13 @@ test: setup kernels
 bench: setup kernels
 	$(BIN)/python -m pytest benchmarks --benchmark-only
 
+# Built from a fresh copy of the sources, so no stale module in setuptools' build/lib can slip in.
+# Needs only the system Python and pip (pip fetches setuptools for the build).
+wheel:
+	rm -rf build/wheel-src && mkdir -p build/wheel-src $(DIST)
+	cp -r pyproject.toml README.md edge_ladder export kernels build/wheel-src/
+	$(PYTHON) -m pip wheel --quiet --no-deps --wheel-dir $(DIST) build/wheel-src
+	@ls -l $(DIST)/edge_ladder-*.whl
+
 clean:
-	rm -rf build $(OUT) .pytest_cache
+	rm -rf build $(OUT) $(DIST) .pytest_cache

@@ -13,7 +13,7 @@ from types import ModuleType
 # module -> (what it is needed for, install on a workstation, install on a Jetson)
 _KNOWN = {
     "torch": ("training, evaluation and export of the PyTorch model",
-              "pip install torch==2.13.0  (or: pip install 'edge-ladder[train]')",
+              "pip install torch==2.13.0  (or, in a clone of edge-ladder: pip install -e '.[train]')",
               "not needed on the device: the runtime serves ONNX/TensorRT files without torch"),
     "onnx": ("writing and checking ONNX files (edge-ladder export)",
              "pip install onnx", "pip install onnx"),

@@ -299,6 +299,9 @@ def parse_model_spec(text: str, backend: Optional[str] = None) -> ModelSpec:
     """'PATH' or 'PATH@BACKEND' (+ the --backend default) -> ModelSpec. A backend that cannot run
     the file is an error, never silently replaced."""
     path, sep, named = text.rpartition("@") if "@" in text else (text, "", "")
+    if Path(path).is_dir():                 # a directory holding one model, else "did you mean ...?"
+        from .paths import model_file
+        path = str(model_file(path))
     if sep and named not in BACKENDS:
         raise BenchError(f"model {text!r} names backend {named!r}; expected one of {', '.join(BACKENDS)}")
     chosen = named or backend or infer_backend(path)

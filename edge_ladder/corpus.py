@@ -26,7 +26,6 @@ import argparse
 import csv
 import functools
 import io
-import os
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from . import EMOTIONS
+from .atomic import atomic_path, atomic_write_bytes
 from .crema import LEVEL_SENTENCE, SENTENCES, clip_name
 from .errors import EdgeLadderError
-from .features import atomic_write_bytes
 from .parallel import run_parallel
 
 SAMPLE_RATE = 16000
@@ -299,21 +298,18 @@ def wav_bytes(pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
 
 
 def write_flv(path: Path, frames: np.ndarray, fps: float = CORPUS_FPS) -> None:
-    """Frames (N, H, W, 3) uint8 BGR -> FLV1 video, written to a hidden temp file then renamed."""
+    """Frames (N, H, W, 3) uint8 BGR -> FLV1 video, written atomically (edge_ladder.atomic)."""
     cv2 = _cv2()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.flv")
-    writer = cv2.VideoWriter(str(tmp), FLV1, fps, (frames.shape[2], frames.shape[1]))
-    if not writer.isOpened():
-        raise EdgeLadderError(f"OpenCV cannot write FLV1 video to {tmp}: this OpenCV build lacks FFmpeg's flv "
-                              f"encoder. Install opencv-python-headless<4.13 from PyPI (it bundles FFmpeg).")
-    try:
-        for frame in frames:
-            writer.write(frame)
-    finally:
-        writer.release()
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        writer = cv2.VideoWriter(str(tmp), FLV1, fps, (frames.shape[2], frames.shape[1]))
+        if not writer.isOpened():
+            raise EdgeLadderError(f"OpenCV cannot write FLV1 video to {tmp}: this OpenCV build lacks FFmpeg's flv "
+                                  f"encoder. Install opencv-python-headless<4.13 from PyPI (it bundles FFmpeg).")
+        try:
+            for frame in frames:
+                writer.write(frame)
+        finally:
+            writer.release()
 
 
 def _cv2():
@@ -433,6 +429,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import time
+    from .features import MIN_SPLIT_ACTORS
+    if 1 <= args.actors < MIN_SPLIT_ACTORS:
+        print(f"note: {args.actors} actor{'s' if args.actors > 1 else ''}: a corpus for `edge-ladder infer MODEL "
+              f"--input {args.out_dir}`, not for training: `edge-ladder prepare` splits train/dev/test by actor and "
+              f"needs at least {MIN_SPLIT_ACTORS} (--actors {MIN_SPLIT_ACTORS} or more).")
     start = time.perf_counter()
     out = make_corpus(args.out_dir, actors=args.actors, clips_per_actor=args.clips_per_actor, seed=args.seed,
                       workers=args.workers, progress=True)

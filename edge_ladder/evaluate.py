@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import EdgeLadderError
 from .features import atomic_write_json, load_split
+from .paths import checkpoint_argument
 
 PRESENCE_MODES = {"data": None, "av": (1.0, 1.0), "audio": (1.0, 0.0), "video": (0.0, 1.0)}
 
@@ -56,7 +57,8 @@ def evaluate(checkpoint, features_dir, split: str = "test", presence=None, devic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="RUN_DIR/checkpoint.pt from `edge-ladder train`")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", type=checkpoint_argument("evaluate"),
+                        help="RUN_DIR/checkpoint.pt from `edge-ladder train` (or RUN_DIR)")
     parser.add_argument("features_dir", metavar="FEATURES_DIR")
     parser.add_argument("--split", choices=("train", "dev", "test", "all"), default="test")
     parser.add_argument("--presence", choices=tuple(PRESENCE_MODES), default="data",

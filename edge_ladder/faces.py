@@ -2,11 +2,19 @@
 
 The cascade XML files ship inside opencv-python(-headless) under cv2.data.haarcascades up to
 4.12; pyproject pins opencv-python-headless < 4.13 so they stay available (OpenCV 5 moved them
-out of the wheel). The same detector runs in `prepare` and in `edge-ladder infer`.
+out of the wheel). JetPack's and apt's OpenCV (python3-opencv) have no cv2.data: their cascades
+are under /usr/share/opencv4/haarcascades (Debian/Ubuntu package opencv-data, JetPack's
+libopencv) or, for OpenCV built from source, /usr/local/share/opencv4/haarcascades.
+find_cascade() looks in those places; `--cascade PATH` (prepare, infer, robot_loop.py),
+cascade= (FaceDetector, Stream) or $EDGE_LADDER_CASCADE point at a file anywhere.
+The same detector runs in `prepare`, `edge-ladder infer` and the streaming runtime.
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -14,11 +22,60 @@ from ._deps import require
 from .errors import EdgeLadderError
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
+CASCADE_ENV = "EDGE_LADDER_CASCADE"     # a cascade XML file to use instead of looking for one
 CASCADE_WINDOW = 24         # pixels: the training window of the frontal-face cascades
+# where OpenCV installs its cascades when cv2.data is absent (apt / JetPack / source builds)
+SYSTEM_CASCADE_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades",
+                       "/usr/local/share/opencv4/haarcascades", "/usr/local/share/opencv/haarcascades")
+POINT_AT_ONE = (f"point at the file with --cascade PATH (prepare, infer, robot_loop.py) or {CASCADE_ENV}=PATH, "
+                f"or install one: pip install 'opencv-python-headless<4.13' (bundles them) or sudo apt install "
+                f"opencv-data (puts them in /usr/share/opencv4/haarcascades)")
 
 
 class FaceDetectorError(EdgeLadderError, RuntimeError):
     """The Haar cascade could not be found or loaded."""
+
+
+def cascade_dirs(cv2=None) -> list:
+    """Folders searched for a cascade file name, in order: cv2.data.haarcascades (pip's OpenCV),
+    this Python's prefix (conda, venvs over a prefix install), then SYSTEM_CASCADE_DIRS."""
+    folders = []
+    data = getattr(getattr(cv2, "data", None), "haarcascades", None) if cv2 is not None else None
+    if data:
+        folders.append(Path(data))
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        folders += [Path(prefix) / "share" / name / "haarcascades" for name in ("opencv4", "opencv")]
+    folders += [Path(folder) for folder in SYSTEM_CASCADE_DIRS]
+    return list(dict.fromkeys(folders))
+
+
+def find_cascade(cascade: Optional[str] = None, cv2=None) -> Path:
+    """The cascade XML file to load. cascade: a path (used as given; a folder holding
+    DEFAULT_CASCADE is fine), a bare file name (searched in cascade_dirs()), or None:
+    $EDGE_LADDER_CASCADE when set, else DEFAULT_CASCADE searched.
+    Raises FaceDetectorError saying where it looked and how to point at a file."""
+    source = "cascade"
+    if cascade is None and os.environ.get(CASCADE_ENV):
+        cascade, source = os.environ[CASCADE_ENV], CASCADE_ENV
+    cascade = str(cascade) if cascade is not None else DEFAULT_CASCADE
+    path = Path(cascade).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir() and (path / DEFAULT_CASCADE).is_file():  # the haarcascades folder itself
+        return path / DEFAULT_CASCADE
+    if source == CASCADE_ENV or path.name != cascade:          # a path, not a name to look for
+        given = f"{CASCADE_ENV}={cascade}" if source == CASCADE_ENV else str(cascade)
+        kind = f"is a folder without {DEFAULT_CASCADE}" if path.is_dir() else "does not exist"
+        raise FaceDetectorError(f"Haar cascade {given} {kind}; {POINT_AT_ONE}.")
+    folders = cascade_dirs(cv2)
+    for folder in folders:
+        if (folder / cascade).is_file():
+            return folder / cascade
+    where = ", ".join(str(folder) for folder in folders)
+    no_data = ("" if cv2 is None or hasattr(cv2, "data") else
+               f" This OpenCV ({getattr(cv2, '__version__', '?')}, {getattr(cv2, '__file__', '?')}) has no cv2.data "
+               f"(JetPack's / apt's python3-opencv do not).")
+    raise FaceDetectorError(f"Haar cascade {cascade} not found; looked in {where}.{no_data} To fix it, {POINT_AT_ONE}.")
 
 
 class FaceDetector:
@@ -31,21 +88,25 @@ class FaceDetector:
     detect_width:  frames wider than this are downscaled for detection (speed); boxes are
                    returned in original-frame pixels. None = never downscale.
     max_reuse:     track() reuses the last box for up to this many consecutive missed frames.
+    cascade:       the cascade XML: a path, a file name to look for, or None for $EDGE_LADDER_CASCADE
+                   or haarcascade_frontalface_default.xml (find_cascade).
     """
 
     def __init__(self, min_size: int = 48, scale_factor: float = 1.15, min_neighbors: int = 3,
-                 detect_width: int | None = 320, max_reuse: int = 5, cascade: str = DEFAULT_CASCADE):
+                 detect_width: int | None = 320, max_reuse: int = 5, cascade: Optional[str] = None):
         cv2 = require("cv2")
-        path = Path(cascade)
-        if not path.is_file():
-            path = Path(getattr(getattr(cv2, "data", None), "haarcascades", "")) / cascade
-        if not path.is_file():
-            raise FaceDetectorError(
-                f"Haar cascade {cascade!r} not found (looked in cv2.data.haarcascades = {path.parent}). "
-                f"Install opencv-python-headless<4.13, which bundles the cascades, or pass cascade=PATH.")
-        self._cascade = cv2.CascadeClassifier(str(path))
-        if self._cascade.empty():
-            raise FaceDetectorError(f"OpenCV could not load the Haar cascade {path}; the file is corrupt.")
+        path = find_cascade(cascade, cv2)
+        self._cascade = cv2.CascadeClassifier()
+        try:
+            loaded = self._cascade.load(str(path))
+        except (cv2.error, SystemError) as error:          # OpenCV raises for some malformed XML
+            loaded, why = False, f" ({' '.join(str(error).split())[:200]})"
+        else:
+            why = ""
+        if not loaded or self._cascade.empty():
+            raise FaceDetectorError(f"OpenCV could not load the Haar cascade {path}: not a cascade XML file, or "
+                                    f"corrupt{why}; {POINT_AT_ONE}.")
+        self.cascade_path = path
         self._cv2 = cv2
         self.min_size = int(min_size)
         self.scale_factor = float(scale_factor)

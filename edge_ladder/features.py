@@ -15,41 +15,21 @@
                       face_valid (T_v,)        bool     False where no face was found (crop = 0)
 
 Splits are by actor (speaker-independent): no actor is in two of train/dev/test.
-Every file is written atomically (temp file + rename), so an interrupted run leaves no
-half-written clip and can resume.
+Every file is written atomically (edge_ladder.atomic: temp file + rename, the umask's mode), so
+an interrupted run leaves no half-written clip and can resume.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_bytes, atomic_write_json  # noqa: F401 - the writers' old home
+
 FORMAT = "edge-ladder-features"
 VERSION = 1
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def write_clip(path: Path, audio: np.ndarray, face: np.ndarray, face_valid: np.ndarray) -> None:
@@ -83,6 +63,9 @@ class FeaturesError(EdgeLadderError, ValueError):
 
 def read_manifest(features_dir: Path) -> dict:
     path = Path(features_dir) / "manifest.json"
+    from .paths import corpus_hint, is_corpus
+    if not path.exists() and is_corpus(features_dir):
+        raise FeaturesError(corpus_hint(features_dir))
     if not path.exists():
         raise FeaturesError(f"{features_dir} is not a features directory: no manifest.json. "
                             f"Create one with `edge-ladder prepare CREMA_D_DIR --out {features_dir}` "
@@ -126,12 +109,15 @@ def load_split(features_dir: Path, split: str, limit: int | None = None) -> list
     return clips
 
 
+MIN_SPLIT_ACTORS = 3       # one each for train, dev and test: splits are by actor, never by clip
+
+
 def actor_folds(actors, k: int = 5, fold: int = 0, seed: int = 0) -> dict:
     """Speaker-independent split: actors are shuffled, dealt into k folds; fold `fold` is the
     test set, the next fold is dev, the rest train."""
     actors = sorted({str(a) for a in actors})
-    if len(actors) < 3:
-        raise FeaturesError(f"need at least 3 actors for train/dev/test splits; got {len(actors)}")
+    if len(actors) < MIN_SPLIT_ACTORS:
+        raise FeaturesError(f"need at least {MIN_SPLIT_ACTORS} actors for train/dev/test splits; got {len(actors)}")
     k = min(k, len(actors))
     if not 0 <= fold < k:
         raise FeaturesError(f"fold must be in [0, {k}); got {fold}")

@@ -85,7 +85,6 @@ CHECKPOINT_FORMAT = "edge-ladder-checkpoint"
 CHECKPOINT_VERSION = 1
 LADDER_MODES = ("none", "within", "cross")
 MODALITIES = ("audio", "face")
-EXPORTED_SUFFIXES = (".onnx", ".engine", ".plan")  # what `edge-ladder export` / `build-engine` write
 
 
 @dataclass
@@ -531,17 +530,13 @@ def load_error_text(error: Exception) -> str:
     return f"weights-only unpickler: {reason}" if reason else text
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path, map_location="cpu", command: str = "evaluate"):
     """-> (model in eval mode, checkpoint dict). The dict holds plain types and tensors only:
-    format, version, model (state_dict), model_config, train_config, labels, normalisation."""
-    path = Path(path)
-    if not path.exists():
-        raise EdgeLadderError(f"checkpoint {path} does not exist. Train one with "
-                              f"`edge-ladder train FEATURES_DIR --out RUN_DIR` (writes RUN_DIR/checkpoint.pt).")
-    if path.suffix.lower() in EXPORTED_SUFFIXES:
-        raise EdgeLadderError(f"{path} is an exported model ({path.suffix}), not a training checkpoint: evaluate "
-                              f"takes RUN_DIR/checkpoint.pt from `edge-ladder train`. Exported models are evaluated "
-                              f"with `edge-ladder infer {path} --input CORPUS_DIR` and timed with `edge-ladder bench`.")
+    format, version, model (state_dict), model_config, train_config, labels, normalisation.
+    path: the checkpoint, or a RUN_DIR holding checkpoint.pt (paths.checkpoint_file; `command`
+    names the command in its messages)."""
+    from .paths import checkpoint_file
+    path = checkpoint_file(path, command)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # unpickling error, truncated file, not a torch file

@@ -41,12 +41,12 @@ FAILED = "unexpected error"
 _detector = None
 
 
-def _get_detector():
+def _get_detector(cascade=None):
     """One Haar detector per worker process (loading the cascade takes ~50 ms)."""
     global _detector
     if _detector is None:
         from .faces import FaceDetector
-        _detector = FaceDetector()
+        _detector = FaceDetector(cascade=cascade)
     return _detector
 
 
@@ -95,7 +95,7 @@ def process_clip(task: dict) -> dict:
         if frames.shape[0] / frontend.VIDEO_FPS > task["max_seconds"]:
             return _skip(result, TOO_LONG, f"video lasts {frames.shape[0] / frontend.VIDEO_FPS:.1f} s > "
                                            f"--max-seconds {task['max_seconds']:g}")
-        face, face_valid = media.face_features(frames, _get_detector().track(frames))
+        face, face_valid = media.face_features(frames, _get_detector(task.get("cascade")).track(frames))
     except crema.LfsPointerError as error:
         return _skip(result, LFS, str(error))
     except Exception as error:  # noqa: BLE001  one broken file must not stop 7,442: report it, go on
@@ -145,17 +145,22 @@ def plan(crema_dir: Path, labels: str = "filename") -> tuple[list[dict], list[di
 
 
 def prepare(crema_dir, out_dir, workers: int | None = None, folds: int = 5, fold: int = 0,
-            labels: str = "filename", max_seconds: float = 10.0, seed: int = 0, progress: bool = False) -> dict:
+            labels: str = "filename", max_seconds: float = 10.0, seed: int = 0, progress: bool = False,
+            cascade=None) -> dict:
     """CREMA-D directory -> features directory. Returns the summary written to prepare_report.json:
     {"kept": n, "resumed": n, "skipped": [{"id", "category", "reason"}, ...], "by_category": {...},
-     "actors": n, "splits": {"train": n_actors, "dev": ..., "test": ...}, "seconds": s}."""
+     "actors": n, "splits": {"train": n_actors, "dev": ..., "test": ...}, "seconds": s}.
+    cascade: the Haar cascade file (faces.find_cascade; None: $EDGE_LADDER_CASCADE or the default)."""
     start = time.perf_counter()
     crema_dir, out_dir = Path(crema_dir), Path(out_dir)
     if not max_seconds > 0:
         raise EdgeLadderError(f"--max-seconds must be positive; got {max_seconds}.")
     todo, skipped = plan(crema_dir, labels)
+    check_actors(todo, crema_dir)
+    from .faces import FaceDetector
+    cascade = str(FaceDetector(cascade=cascade).cascade_path)   # found and loadable, before any clip
     tasks = [{"id": c["id"], "wav": c["wav"], "flv": c["flv"], "max_seconds": float(max_seconds),
-              "out_file": str(out_dir / "clips" / f"{c['id']}.npz")} for c in todo]
+              "out_file": str(out_dir / "clips" / f"{c['id']}.npz"), "cascade": cascade} for c in todo]
     (out_dir / "clips").mkdir(parents=True, exist_ok=True)
     results = run_parallel(process_clip, tasks, workers, progress, "prepare")
 
@@ -198,6 +203,18 @@ def prepare(crema_dir, out_dir, workers: int | None = None, folds: int = 5, fold
     return summary
 
 
+def check_actors(todo: list, crema_dir: Path) -> None:
+    """Before any clip is processed: the train/dev/test splits need MIN_SPLIT_ACTORS actors."""
+    actors = sorted({c["actor"] for c in todo})
+    if todo and len(actors) < features.MIN_SPLIT_ACTORS:
+        raise EdgeLadderError(
+            f"{crema_dir} holds clips of {len(actors)} actor{'s' if len(actors) != 1 else ''} ({', '.join(actors)}); "
+            f"prepare splits train/dev/test by actor and needs at least {features.MIN_SPLIT_ACTORS}. Nothing was "
+            f"processed. Add recordings of more actors (a generated corpus: `edge-ladder make-corpus DIR --actors "
+            f"{features.MIN_SPLIT_ACTORS}` or more); to run a model on these clips, use `edge-ladder infer MODEL "
+            f"--input {crema_dir}`.")
+
+
 def format_summary(summary: dict, max_lines: int = 20) -> str:
     lines = [f"kept {summary['kept']} clips from {summary['actors']} actors ({summary['resumed']} already done); "
              f"faces found in {100 * summary['face_detected_fraction']:.1f} % of video frames; "
@@ -225,10 +242,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seconds", type=float, default=10.0,
                         help="skip clips longer than this (CREMA-D's 1064_IEO_DIS_MD lasts about a minute)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the actor shuffle for the folds")
+    parser.add_argument("--cascade", metavar="PATH", default=None,
+                        help="Haar cascade XML for the face detector (default: $EDGE_LADDER_CASCADE, else "
+                             "haarcascade_frontalface_default.xml from cv2.data or /usr/share/opencv4/haarcascades)")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = prepare(args.crema_dir, args.out, workers=args.workers, folds=args.folds, fold=args.fold,
-                      labels=args.labels, max_seconds=args.max_seconds, seed=args.seed, progress=True)
+                      labels=args.labels, max_seconds=args.max_seconds, seed=args.seed, progress=True,
+                      cascade=args.cascade)
     print(format_summary(summary))
     return 0

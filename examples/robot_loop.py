@@ -8,6 +8,13 @@ Live (on the robot):
 Replay a recording as if it were live (same callbacks, same timing, optionally real time):
     python examples/robot_loop.py export/model.onnx --from-files clip.wav clip.flv [--realtime]
 
+A Jetson CSI camera (IMX219 / IMX477 on the CSI connector) is not a /dev/video* V4L2 device for
+OpenCV: pass a GStreamer pipeline string as --camera (needs an OpenCV built with GStreamer, such
+as JetPack's python3-opencv; pip's opencv-python-headless has none):
+    python examples/robot_loop.py model.engine --camera "nvarguscamerasrc sensor-id=0 ! \
+        video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! nvvidconv ! \
+        video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"
+
 The loop is plain Python: the microphone callback (sounddevice-style: called from the audio
 thread with a (frames, 1) int16 block) feeds the stream; the main loop reads camera frames with
 OpenCV and feeds them; every hop a Prediction comes back with its time window. Replace act()
@@ -20,21 +27,37 @@ import json
 import queue
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from edge_ladder import frontend, runtime
+from edge_ladder._deps import MissingDependencyError
+from edge_ladder.errors import EdgeLadderError
+from edge_ladder.faces import FaceDetector
 from edge_ladder.runtime.stream import Stream
 
 BLOCK = 1024                     # microphone block size in samples (64 ms at 16 kHz)
+VIDEO_SUFFIXES = (".flv", ".mp4", ".avi", ".mkv", ".mov", ".webm")
+SOUNDDEVICE_HINT = ("live mode reads the microphone through sounddevice and PortAudio: pip install sounddevice "
+                    "&& sudo apt install libportaudio2 (or replay a recording: --from-files WAV VIDEO)")
+CSI_PIPELINE = ("nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! "
+                "nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! "
+                "appsink drop=true max-buffers=1")
 
 
-def act(prediction, out=sys.stdout) -> None:
-    """What the robot does with a prediction: here, one JSON line."""
+class LoopError(EdgeLadderError):
+    """What the user must fix before the loop can run: printed as one line, exit status 2."""
+
+
+def act(prediction, out=None) -> None:
+    """What the robot does with a prediction: here, one JSON line (to stdout by default)."""
+    out = out or sys.stdout
     out.write(json.dumps({"t_start": round(prediction.t_start, 3), "t_end": round(prediction.t_end, 3),
                           "label": prediction.label, "smoothed": prediction.smoothed_label,
                           "p": round(float(prediction.probs.max()), 3),
                           "audio": prediction.presence[0], "face": prediction.presence[1],
+                          "evidence": prediction.evidence,    # "none": the label is the model's prior
                           "ms": round(prediction.timings.get("total", 0.0), 2)}) + "\n")
     out.flush()
 
@@ -43,10 +66,19 @@ class Microphone:
     """Live audio through sounddevice (pip install sounddevice; needs PortAudio)."""
 
     def __init__(self, callback):
-        import sounddevice  # optional: only the live mode needs it
+        try:
+            import sounddevice  # optional: only the live mode needs it
+        except ImportError as error:
+            raise LoopError(f"{SOUNDDEVICE_HINT}. ({type(error).__name__}: {error})") from error
+        except OSError as error:           # sounddevice is there, the PortAudio library is not
+            raise LoopError(f"{SOUNDDEVICE_HINT}. ({error})") from error
         self._callback = callback
-        self._stream = sounddevice.InputStream(samplerate=frontend.SAMPLE_RATE, channels=1, dtype="int16",
-                                               blocksize=BLOCK, callback=self._on_block)
+        try:
+            self._stream = sounddevice.InputStream(samplerate=frontend.SAMPLE_RATE, channels=1, dtype="int16",
+                                                   blocksize=BLOCK, callback=self._on_block)
+        except Exception as error:  # noqa: BLE001 - sounddevice.PortAudioError and ValueError (no device)
+            raise LoopError(f"cannot open a microphone at {frontend.SAMPLE_RATE} Hz mono: {error}. Is one plugged in? "
+                            f"List the input devices with `python -m sounddevice`; the default one is used.") from error
 
     def _on_block(self, block, frames, time_info, status):
         self._callback(block[:, 0].copy(), time.monotonic() - frames / frontend.SAMPLE_RATE)
@@ -58,6 +90,21 @@ class Microphone:
         self._stream.stop()
         self._stream.close()
 
+    def close(self):
+        self._stream.close()
+
+
+def check_recording(wav_path, video_path) -> None:
+    """--from-files WAV VIDEO: both files exist, in that order (never a silent audio-only run)."""
+    wav, video = Path(wav_path), Path(video_path)
+    if wav.suffix.lower() in VIDEO_SUFFIXES and video.suffix.lower() == ".wav":
+        raise LoopError(f"--from-files takes the WAV first, then the video; got {wav} {video} (swapped?). "
+                        f"Run: --from-files {video} {wav}")
+    for kind, path, expected in (("audio", wav, "a 16 kHz mono WAV"), ("video", video, "a video (FLV, MP4, ...)")):
+        if not path.is_file():
+            raise LoopError(f"--from-files: {kind} file {path} does not exist (expected {expected}); "
+                            f"usage: --from-files WAV VIDEO")
+
 
 def replay(wav_path, video_path, realtime: bool):
     """A recording as the live callbacks would see it: ('audio', block, t) every BLOCK samples
@@ -65,14 +112,20 @@ def replay(wav_path, video_path, realtime: bool):
     arrival order; with realtime, each event waits for its moment on the wall clock."""
     cv2 = __import__("cv2")
     from edge_ladder.media import read_wav
+    check_recording(wav_path, video_path)
     pcm, rate = read_wav(wav_path)
     if rate != frontend.SAMPLE_RATE:
-        raise SystemExit(f"{wav_path}: expected {frontend.SAMPLE_RATE} Hz audio; got {rate} Hz.")
+        raise LoopError(f"{wav_path}: expected {frontend.SAMPLE_RATE} Hz audio; got {rate} Hz. Resample it with "
+                        f"`ffmpeg -i IN -ac 1 -ar {frontend.SAMPLE_RATE} -c:a pcm_s16le OUT.wav`.")
     capture = cv2.VideoCapture(str(video_path))
+    ok, frame = capture.read() if capture.isOpened() else (False, None)
+    if not ok:
+        raise LoopError(f"{video_path}: OpenCV cannot read a frame of this video (unsupported or corrupt); check it "
+                        f"with `ffprobe {video_path}`.")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     blocks = ((min(start + BLOCK, len(pcm)) / rate, start) for start in range(0, len(pcm), BLOCK))
     next_block = next(blocks, None)
-    index, frame_ok, frame = 0, *capture.read()
+    index, frame_ok = 0, ok
     started = time.monotonic()
     while next_block is not None or frame_ok:
         frame_t = index / fps if frame_ok else float("inf")
@@ -89,16 +142,52 @@ def replay(wav_path, video_path, realtime: bool):
     capture.release()
 
 
-def live_frames(camera: int, seconds):
-    """Camera frames with their capture time on the monotonic clock (the audio's clock too)."""
+def camera_source(camera: str):
+    """--camera -> (what OpenCV opens, its API flag, the device's name for messages): an index
+    ("0" -> /dev/video0), a device path, or a GStreamer pipeline string (it holds '!')."""
     cv2 = __import__("cv2")
-    capture = cv2.VideoCapture(camera)
+    if "!" in camera:
+        return camera, cv2.CAP_GSTREAMER, "GStreamer pipeline"
+    if camera.isdigit():
+        return int(camera), cv2.CAP_ANY, f"camera {camera} (/dev/video{camera})"
+    return camera, cv2.CAP_ANY, f"camera {camera}"
+
+
+def open_camera(camera: str):
+    """An opened cv2.VideoCapture that delivers frames, or LoopError naming the device and the
+    usual causes."""
+    cv2 = __import__("cv2")
+    source, api, name = camera_source(camera)
+    capture = cv2.VideoCapture(source, api)
+    ok = capture.isOpened() and capture.read()[0]
+    if ok:
+        return capture
+    capture.release()
+    if api == cv2.CAP_GSTREAMER:
+        gstreamer = [line for line in cv2.getBuildInformation().splitlines() if "GStreamer" in line]
+        if gstreamer and "YES" not in gstreamer[0]:
+            raise LoopError(f"cannot open the {name}: this OpenCV ({cv2.__version__}, {cv2.__file__}) is built "
+                            f"without GStreamer. Use JetPack's python3-opencv (sudo apt install python3-opencv; "
+                            f"pip uninstall opencv-python-headless in a venv made with --system-site-packages).")
+        test = camera.replace("appsink", "fakesink")
+        raise LoopError(f"cannot open the {name} {camera!r}: test it with `gst-launch-1.0 {test}`; for a CSI "
+                        f"camera check the ribbon cable, the sensor-id and that nvargus-daemon runs (sudo systemctl "
+                        f"restart nvargus-daemon).")
+    raise LoopError(
+        f"cannot open {name}. Usual causes: no such device (list them: ls /dev/video*; v4l2-ctl --list-devices); "
+        f"no permission (ls -l /dev/video*; sudo usermod -aG video $USER, then log in again); the camera is in use "
+        f"by another process; a Jetson CSI camera is not a V4L2 device for OpenCV: pass a GStreamer pipeline, "
+        f"e.g. --camera \"{CSI_PIPELINE}\".")
+
+
+def live_frames(capture, camera: str, seconds):
+    """Camera frames with their capture time on the monotonic clock (the audio's clock too)."""
     started = time.monotonic()
     try:
         while seconds is None or time.monotonic() - started < seconds:
             ok, frame = capture.read()
             if not ok:
-                raise SystemExit(f"camera {camera} returned no frame; check the index and permissions.")
+                raise LoopError(f"camera {camera} stopped delivering frames (unplugged, or taken by another process).")
             yield frame, time.monotonic()
     finally:
         capture.release()
@@ -109,15 +198,33 @@ def main(argv=None) -> int:
     parser.add_argument("model", help="model.onnx or model.engine")
     parser.add_argument("--from-files", nargs=2, metavar=("WAV", "VIDEO"), help="replay a recording as if live")
     parser.add_argument("--realtime", action="store_true", help="with --from-files: replay at recording speed")
-    parser.add_argument("--camera", type=int, default=0, help="OpenCV camera index (live mode)")
+    parser.add_argument("--camera", default="0",
+                        help="live mode: OpenCV camera index (0 = /dev/video0), a device path, or a GStreamer "
+                             "pipeline string ending in appsink (Jetson CSI cameras; see the module docstring)")
+    parser.add_argument("--cascade", metavar="PATH", default=None,
+                        help="Haar cascade XML for the face detector (default: $EDGE_LADDER_CASCADE, else "
+                             "haarcascade_frontalface_default.xml from cv2.data or /usr/share/opencv4/haarcascades)")
     parser.add_argument("--window", type=float, default=2.0, help="window length in seconds (default 2.0)")
     parser.add_argument("--hop", type=float, default=0.5, help="seconds between predictions (default 0.5)")
     parser.add_argument("--smoothing", type=float, default=0.5, help="EMA weight of the past (default 0.5)")
     parser.add_argument("--seconds", type=float, default=None, help="live mode: stop after this long")
     args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except MissingDependencyError as error:
+        print(f"robot_loop.py: {error}", file=sys.stderr)
+        return 3
+    except EdgeLadderError as error:
+        print(f"robot_loop.py: error: {error}", file=sys.stderr)
+        return 2
 
+
+def run(args) -> int:
+    if args.from_files:
+        check_recording(*args.from_files)
     model = runtime.load(args.model)
-    stream = Stream(model, window_s=args.window, hop_s=args.hop, smoothing=args.smoothing)
+    detector = FaceDetector(cascade=args.cascade)       # a missing cascade is an error now, not mid-loop
+    stream = Stream(model, window_s=args.window, hop_s=args.hop, smoothing=args.smoothing, detector=detector)
     predictions: "queue.Queue" = queue.Queue()
 
     def on_audio(block, t):                    # the microphone callback (audio thread when live)
@@ -137,10 +244,15 @@ def main(argv=None) -> int:
             drain()
         return 0
 
-    mic = Microphone(on_audio)
+    mic = Microphone(on_audio)                 # sounddevice + PortAudio, or a clear error
+    try:
+        capture = open_camera(args.camera)
+    except BaseException:
+        mic.close()
+        raise
     mic.start()
     try:
-        for frame, t in live_frames(args.camera, args.seconds):
+        for frame, t in live_frames(capture, args.camera, args.seconds):
             stream.feed_frame(frame, t)        # detects faces only on frames the 10 fps ticks use
             drain()
     except KeyboardInterrupt:

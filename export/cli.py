@@ -5,9 +5,12 @@ import argparse
 import json
 from pathlib import Path
 
+from ..paths import checkpoint_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="RUN_DIR/checkpoint.pt written by `edge-ladder train`")
+    parser.add_argument("checkpoint", type=checkpoint_argument("export"),
+                        help="RUN_DIR/checkpoint.pt written by `edge-ladder train` (or RUN_DIR)")
     parser.add_argument("--out", type=Path, required=True, help="export directory (model.onnx, model.fp16.onnx, model.int8.onnx, export.json)")
     parser.add_argument("--features", type=Path, default=None,
                         help="features directory: held-out clips for the parity checks and macro-F1 (recommended)")

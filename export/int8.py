@@ -30,12 +30,12 @@ run, at its own length), never the split the file is then checked on. The check
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .._deps import require
+from ..atomic import atomic_path
 from ..errors import EdgeLadderError
 from ..features import INPUT_NAMES, batch_clips, load_split
 
@@ -101,37 +101,35 @@ def quantize_file(fp32_path, int8_path, calibration: list) -> dict:
         def get_next(self):
             return next(self.remaining, None)
 
-    partial = int8_path.with_name(int8_path.name + ".partial")
-    prepared = int8_path.with_name(int8_path.name + ".prepared")
+    prepared = int8_path.with_name(int8_path.name + ".prepared")   # the pre-pass output, removed after
     try:
-        # the quantizer's recommended pre-pass: ONNX shape inference + ONNX Runtime's basic graph
-        # optimisations (its symbolic shape inference is skipped: it gives up on this graph's
-        # data-dependent masked means, which plain shape inference handles)
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        quantize, keep = conv_plan(onnx.load(str(prepared)))
-        if not quantize:
-            raise EdgeLadderError(f"{fp32_path} has no convolution with a reduction length >= {MIN_REDUCTION} "
-                                  f"to quantize; INT8 would gain nothing here. Pass --no-int8.")
-        quantize_static(str(prepared), str(partial), Batches(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        reduce_range=True,       # 7-bit weights: no saturation without VNNI (above)
-                        op_types_to_quantize=["Conv"], nodes_to_quantize=quantize,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
-        model = onnx.load(str(partial))
-        # the pre-pass declares every domain ONNX Runtime knows (com.microsoft.nchwc, ai.onnx.preview,
-        # ...); keep only those a node uses, so an older runtime (JetPack's) has nothing unknown to refuse
-        used = {node.domain for node in model.graph.node} | {""}
-        kept = [opset for opset in model.opset_import if opset.domain in used]
-        del model.opset_import[:]
-        model.opset_import.extend(kept)
-        model.ir_version = onnx.load(str(fp32_path), load_external_data=False).ir_version   # what export wrote
-        onnx.save(model, str(partial))
-        os.replace(partial, int8_path)
+        with atomic_path(int8_path) as partial:
+            # the quantizer's recommended pre-pass: ONNX shape inference + ONNX Runtime's basic graph
+            # optimisations (its symbolic shape inference is skipped: it gives up on this graph's
+            # data-dependent masked means, which plain shape inference handles)
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+            quantize, keep = conv_plan(onnx.load(str(prepared)))
+            if not quantize:
+                raise EdgeLadderError(f"{fp32_path} has no convolution with a reduction length >= {MIN_REDUCTION} "
+                                      f"to quantize; INT8 would gain nothing here. Pass --no-int8.")
+            quantize_static(str(prepared), str(partial), Batches(), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            reduce_range=True,       # 7-bit weights: no saturation without VNNI (above)
+                            op_types_to_quantize=["Conv"], nodes_to_quantize=quantize,
+                            calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+            model = onnx.load(str(partial))
+            # the pre-pass declares every domain ONNX Runtime knows (com.microsoft.nchwc, ai.onnx.preview,
+            # ...); keep only those a node uses, so an older runtime (JetPack's) has nothing unknown to refuse
+            used = {node.domain for node in model.graph.node} | {""}
+            kept = [opset for opset in model.opset_import if opset.domain in used]
+            del model.opset_import[:]
+            model.opset_import.extend(kept)
+            model.ir_version = onnx.load(str(fp32_path), load_external_data=False).ir_version   # what export wrote
+            onnx.save(model, str(partial))
     finally:
-        for leftover in (partial, prepared):
-            if leftover.exists():
-                leftover.unlink()
+        if prepared.exists():
+            prepared.unlink()
     counts = {}
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1

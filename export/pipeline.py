@@ -17,6 +17,7 @@ from pathlib import Path
 from .._deps import require
 from ..errors import EdgeLadderError
 from ..features import atomic_write_json
+from ..paths import checkpoint_file
 from ..runtime.sidecar import sha256_file
 from . import flops, fp16, onnx_export, opcheck, parity, prune
 from . import int8 as int8_module
@@ -49,7 +50,7 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
     inputs are always checked too), and the train split INT8 calibrates on. `int8`: write
     model.int8.onnx (needs features_dir). Raises ParityError/OpsetError when the fp32 or fp16 file is
     not right; an int8 file that fails its check is refused with a warning and not written."""
-    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    checkpoint, out_dir = checkpoint_file(checkpoint, "export"), Path(out_dir)   # a RUN_DIR is fine
     if opset > opcheck.MAX_OPSET:
         raise EdgeLadderError(f"--opset {opset} is newer than TensorRT 8.5's parser reads (<= {opcheck.MAX_OPSET}); "
                               f"use --opset {opcheck.MAX_OPSET}")

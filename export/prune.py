@@ -22,13 +22,8 @@ from .._deps import require
 
 def load_inference(checkpoint: Path):
     """(training model, pruned inference module, checkpoint dict) from a checkpoint file."""
-    from ..errors import EdgeLadderError
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise EdgeLadderError(f"checkpoint {checkpoint} does not exist. Train one with "
-                              f"`edge-ladder train FEATURES_DIR --out RUN_DIR` (writes RUN_DIR/checkpoint.pt).")
     from ..model import load_checkpoint
-    model, ckpt = load_checkpoint(checkpoint)
+    model, ckpt = load_checkpoint(checkpoint, command="export")
     model.eval()
     return model, prune(model), ckpt
 

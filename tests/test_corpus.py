@@ -158,3 +158,14 @@ def test_designed_confusions(emotion_pair, modality):
     a, b = emotion_pair
     same, different = (corpus.VOICES, corpus.FACES) if modality == "voice" else (corpus.FACES, corpus.VOICES)
     assert same[a] == same[b] and different[a] != different[b]
+
+
+def test_make_corpus_says_a_corpus_of_fewer_than_3_actors_cannot_be_prepared(tmp_path, capsys):
+    assert cli.main(["make-corpus", str(tmp_path / "two"), "--actors", "2", "--clips-per-actor", "1",
+                     "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "note: 2 actors: a corpus for `edge-ladder infer MODEL --input" in out
+    assert "`edge-ladder prepare` splits train/dev/test by actor and needs at least 3 (--actors 3 or more)" in out
+    assert cli.main(["make-corpus", str(tmp_path / "three"), "--actors", "3", "--clips-per-actor", "1",
+                     "--workers", "1"]) == 0
+    assert "note:" not in capsys.readouterr().out

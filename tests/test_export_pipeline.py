@@ -3,6 +3,7 @@ parity through ONNX Runtime (recomputed here on fresh inputs), op sets, FP16 gra
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -312,7 +313,14 @@ def test_export_cli_no_int8(tiny_run, tiny_features, tmp_path):
 def test_build_fp16_engine_and_sidecar(tiny_export, tmp_path):
     from edge_ladder.export.engine import build_engine, check_sidecar
     engine_path = tmp_path / "model.engine"
-    sidecar = build_engine(tiny_export / "model.fp16.onnx", engine_path, fp16=True, max_shapes="audio:2x400x80,face:2x40x1x48x48")
+    old_umask = os.umask(0o022)
+    try:
+        sidecar = build_engine(tiny_export / "model.fp16.onnx", engine_path, fp16=True,
+                               max_shapes="audio:2x400x80,face:2x40x1x48x48")
+    finally:
+        os.umask(old_umask)
+    # a robot's service account reads what the build user wrote: the umask's mode, not mkstemp's 0600
+    assert [oct(os.stat(p).st_mode & 0o777) for p in (engine_path, tmp_path / "model.engine.json")] == ["0o644"] * 2
     assert sidecar["precision"] == "fp16" and sidecar["layer_precisions"]["fp16"] > 0
     assert json.loads((tmp_path / "model.engine.json").read_text())["engine_sha256"] == sidecar["engine_sha256"]
     check_sidecar(engine_path)

@@ -47,7 +47,8 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
 
     def crash(src, dst):  # power loss between writing the temp file and the rename
         raise OSError("simulated crash")
-    monkeypatch.setattr(features.os, "replace", crash)
+    from edge_ladder import atomic       # the one writer features re-exports
+    monkeypatch.setattr(atomic.os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         features.atomic_write_json(path, {"ok": 2})
     assert json.loads(path.read_text()) == {"ok": 1}

@@ -156,3 +156,16 @@ def test_prepare_cli_rejects_a_directory_that_is_not_crema_d(tmp_path, capsys):
     (tmp_path / "photos").mkdir()
     assert cli.main(["prepare", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "AudioWAV/ and VideoFlash/" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("actors", [1, 2])
+def test_fewer_than_3_actors_fail_before_any_clip_is_processed(tmp_path, actors, capsys):
+    """Was: every clip processed, then "need at least 3 actors", clips/ left without a manifest."""
+    from edge_ladder.corpus import make_corpus
+    corpus = make_corpus(tmp_path / "corpus", actors=actors, clips_per_actor=2, seed=0, workers=1)
+    out = tmp_path / "features"
+    assert cli.main(["prepare", str(corpus), "--out", str(out), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"holds clips of {actors} actor" in err and "needs at least 3" in err and "Nothing was processed" in err
+    assert "`edge-ladder make-corpus DIR --actors 3`" in err and f"`edge-ladder infer MODEL --input {corpus}`" in err
+    assert not out.exists()                          # no clips/, no half-made features directory

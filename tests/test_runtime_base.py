@@ -74,7 +74,7 @@ def _bad(feeds, **changes):
 
 @pytest.mark.parametrize("change, message", [
     (lambda f: _bad(f, audio=f["audio"][:, :, :64].astype(np.float64)),
-     r"audio must be float32 \(B, T_a, 80\); got float64 \(2, 97, 64\).*--n-mels 80"),
+     r"audio must be float32 \(B, T_a, 80\); got float64 \(2, 97, 64\).*`edge-ladder prepare`"),
     (lambda f: _bad(f, audio=f["audio"][:, :, :64]), r"axis 2 \(n_mels\) is 64, expected 80"),
     (lambda f: _bad(f, audio=f["audio"].astype(np.float64)), r"got float64 \(2, 97, 80\).*astype\(np.float32\)"),
     (lambda f: _bad(f, face=f["face"][:, :, 0]), r"face must be float32 \(B, T_v, 1, 48, 48\).*rank 5"),

@@ -27,7 +27,9 @@ _SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt",
 
 def backend_for(path, backend: Optional[str] = None) -> str:
     """The backend for a file: explicit `backend`, else by suffix (.onnx -> onnxruntime,
-    .engine/.plan/.trt -> tensorrt)."""
+    .engine/.plan/.trt -> tensorrt). A directory holding one model file stands for that file."""
+    from ..paths import model_file
+    path = model_file(path)
     if backend is not None:
         if backend not in BACKENDS:
             raise ModelLoadError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
@@ -52,10 +54,13 @@ def backend_for(path, backend: Optional[str] = None) -> str:
 def load(path, backend: Optional[str] = None, **opts) -> Model:
     """Load a model file for inference.
 
-    path: MODEL.onnx or MODEL.engine. backend: 'onnxruntime' | 'tensorrt' (default: by suffix).
+    path: MODEL.onnx or MODEL.engine (or a directory holding one of them, paths.model_file).
+    backend: 'onnxruntime' | 'tensorrt' (default: by suffix).
     opts: for onnxruntime providers=[...], intra_op_threads=N; for tensorrt device=0, profile=0,
     use_cuda_graph=False, verify_sidecar=True.
     """
+    from ..paths import model_file
+    path = model_file(path)
     chosen = backend_for(path, backend)
     if not Path(path).is_file():
         raise ModelLoadError(f"model file {path} does not exist. Export one with `edge-ladder export` "

@@ -36,7 +36,8 @@ AXIS_NAMES = {
 }
 # a hint per input for a wrong fixed dimension
 FIX_HINTS = {
-    "audio": "Re-run prepare with --n-mels 80?",
+    "audio": ("The model takes 80 log-mel bands per frame: compute them with this version's front-end "
+              "(edge_ladder.frontend.log_mel; for a corpus, re-run `edge-ladder prepare`)."),
     "face": "Face crops must be FACE_SIZE x FACE_SIZE grayscale (edge_ladder.frontend.face_crop).",
     "presence": "presence is [audio present, face present] per sample.",
 }

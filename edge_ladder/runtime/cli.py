@@ -37,6 +37,9 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--use-cuda-graph", action="store_true", help="tensorrt: replay each input shape as a CUDA graph")
     command.add_argument("--no-verify-sidecar", action="store_true",
                         help="tensorrt: load an engine without MODEL.engine.json checks (trusted engines only)")
+    command.add_argument("--cascade", metavar="PATH", default=None,
+                        help="Haar cascade XML for the face detector (default: $EDGE_LADDER_CASCADE, else "
+                             "haarcascade_frontalface_default.xml from cv2.data or /usr/share/opencv4/haarcascades)")
 
 
 def model_options(args) -> dict:
@@ -77,17 +80,20 @@ def find_pairs(directory: Path) -> list:
 
 
 def predict_files(model, wav, video, detector=None) -> dict:
-    """One clip's files -> a JSON-able dict: label, probs by emotion, presence, timings (ms)."""
-    from ..media import clip_features
+    """One clip's files -> a JSON-able dict: label, probs by emotion, presence and evidence (the
+    rule of edge_ladder.presence, as Stream applies it), timings (ms)."""
+    from ..features import batch_inputs
+    from ..media import clip_features, read_wav
+    from ..presence import audio_present, evidence, face_present
     start = time.perf_counter()
     audio, face, face_valid = clip_features(wav, video, detector)
+    present = (audio_present(read_wav(wav)[0]) if wav else False, face_present(face_valid))
     preprocess_ms = (time.perf_counter() - start) * 1e3
-    from ..features import batch_inputs
-    feeds = batch_inputs([audio], [face], [face_valid])
+    feeds = batch_inputs([audio], [face], [face_valid], audio_present=[present[0]], face_present=[present[1]])
     result = model.predict(feeds, preprocess_ms=preprocess_ms)
     out = result.to_json()[0]
     out.update({"audio": str(wav) if wav else None, "video": str(video) if video else None,
-                "presence": {"audio": bool(feeds["presence"][0, 0]), "face": bool(feeds["presence"][0, 1])},
+                "presence": {"audio": present[0], "face": present[1]}, "evidence": evidence(*present),
                 "frames": {"audio": int(audio.shape[0]), "face": int(face.shape[0]), "face_valid": int(face_valid.sum())},
                 "backend": result.backend, "timings_ms": {k: round(v, 3) for k, v in result.timings.items()}})
     return out
@@ -111,14 +117,19 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeLadderError("--csv needs --input DIR (it writes one row per clip).")
     model = load(args.model, args.backend, **model_options(args))
     from ..faces import FaceDetector
-    detector = FaceDetector()
+    # built before any clip runs, so a missing cascade is one clear error (audio-only runs need none)
+    detector = FaceDetector(cascade=args.cascade) if args.video or args.input else None
     if not args.input:
         out = predict_files(model, args.audio, args.video, detector)
         if args.json:
             print(json.dumps(out, indent=2))
         else:
             probs = "  ".join(f"{code} {p:.3f}" for code, p in out["probs"].items())
-            print(f"{out['label']}  ({probs})  {out['timings_ms']['total']:.1f} ms")
+            if out["evidence"] == "none":
+                from ..presence import NO_EVIDENCE
+                print(f"{NO_EVIDENCE} ({out['label']}  ({probs}))  {out['timings_ms']['total']:.1f} ms")
+            else:
+                print(f"{out['label']}  ({probs})  evidence {out['evidence']}  {out['timings_ms']['total']:.1f} ms")
         return 0
 
     from tqdm import tqdm
@@ -133,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append({"id": clip_id, "label": out["label"], "true": truth or "",
                      **{code: f"{out['probs'][code]:.6f}" for code in EMOTIONS},
                      "audio_present": int(out["presence"]["audio"]), "face_present": int(out["presence"]["face"]),
+                     "evidence": out["evidence"],
                      "total_ms": f"{out['timings_ms']['total']:.3f}"})
         if args.json:
             print(json.dumps({"id": clip_id, **out}))
@@ -145,6 +157,10 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_bytes(Path(args.csv), text.getvalue().encode())
     if not args.json:
         summary = f"{len(rows)} clips"
+        none = [row["id"] for row in rows if row["evidence"] == "none"]
+        if none:
+            summary += f" ({len(none)} with no evidence, neither audio nor a face: {', '.join(none[:5])}" \
+                       f"{', ...' if len(none) > 5 else ''})"
         if labelled:
             summary += f", accuracy vs file-name labels {correct / labelled:.3f} ({correct}/{labelled})"
         print(summary + (f"; wrote {args.csv}" if args.csv else ""))

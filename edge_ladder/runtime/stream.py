@@ -15,8 +15,10 @@ the same samples and frames, exactly:
          that uses the latest frame if it is at most one tick old, else marks the tick as no face.
   faces  each tick's frame is detected once (FaceDetector.detect); within a window, a missed
          tick reuses the previous box for up to detector.max_reuse ticks (FaceDetector.track).
-  presence  [audio, face]: audio is absent when the window is silent (RMS below silence_dbfs),
-         face is absent when no tick of the window has a face; the model is told, it never fails.
+  presence  [audio, face] by edge_ladder.presence, the rule `edge-ladder infer` applies too: audio
+         is absent when the window is silent (RMS at or below silence_dbfs), face is absent when no
+         tick of the window has a face; the model is told, it never fails. Prediction.evidence is
+         "none" when neither is present.
 
 Time: all t are seconds on the caller's clock (e.g. time.monotonic()); the first feed sets the
 origin. Thread-safe: the mic and camera callbacks may run in different threads.
@@ -32,7 +34,6 @@ Front-ends (Stream(frontend=...); Stream.frontend says which one runs, Stream.de
 from __future__ import annotations
 
 import collections
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from .. import frontend as _frontend_module
 from ..errors import EdgeLadderError
 from ..faces import track_boxes
 from ..features import batch_inputs
+from ..presence import SILENCE_DBFS, audio_present, evidence, face_present, rms_dbfs  # noqa: F401
 from .base import Model
 
 
@@ -69,16 +71,11 @@ class Prediction:
     inputs: Optional[Dict[str, np.ndarray]] = None            # the five model inputs (keep_inputs=True)
     frontend: str = "numpy"                                   # the front-end that computed them
 
-
-def rms_dbfs(samples: np.ndarray) -> float:
-    """RMS level of float samples in [-1, 1) in dB full scale (-inf for digital silence)."""
-    power = float(np.mean(np.square(samples, dtype=np.float64))) if samples.size else 0.0
-    return 10.0 * math.log10(power) if power > 0 else -math.inf
-
-
-def audio_present(samples: np.ndarray, silence_dbfs: Optional[float]) -> bool:
-    """The presence rule: a window is audio-present unless its RMS is below silence_dbfs."""
-    return samples.size > 0 and (silence_dbfs is None or rms_dbfs(samples) > silence_dbfs)
+    @property
+    def evidence(self) -> str:
+        """"audio+face" | "audio" | "face" | "none" (edge_ladder.presence): with "none" the label
+        is the model's prior, not a reading."""
+        return evidence(*self.presence)
 
 
 class _Frame:
@@ -166,13 +163,15 @@ class Stream:
     below which a window counts as silent (audio absent); None disables. max_frame_gap_s: a
     tick farther than this from every camera frame has no face (camera stalled). keep_inputs:
     attach each window's five model inputs to its Prediction (for logging and checks).
-    frontend: "numpy" (default), "kernels" or "auto" (see the module docstring).
+    frontend: "numpy" (default), "kernels" or "auto" (see the module docstring). cascade: the
+    Haar cascade file of that detector (faces.find_cascade: None = $EDGE_LADDER_CASCADE or the
+    default file from cv2.data / /usr/share/opencv4/haarcascades); given, it is loaded here.
     """
 
     def __init__(self, model: Model, window_s: float = 2.0, hop_s: float = 0.5, smoothing: float = 0.5,
-                 detector=None, silence_dbfs: Optional[float] = -60.0, max_frame_gap_s: float = 0.25,
+                 detector=None, silence_dbfs: Optional[float] = SILENCE_DBFS, max_frame_gap_s: float = 0.25,
                  sample_rate: int = frontend.SAMPLE_RATE, keep_inputs: bool = False,
-                 frontend: str = "numpy"):
+                 frontend: str = "numpy", cascade: Optional[str] = None):
         requested_frontend, frontend = frontend, _frontend_module
         fps = frontend.VIDEO_FPS
         if sample_rate != frontend.SAMPLE_RATE:
@@ -193,6 +192,9 @@ class Stream:
         self.silence_dbfs = silence_dbfs
         self.max_frame_gap_s = float(max_frame_gap_s)
         self.detector = detector
+        if detector is None and cascade is not None:   # a wrong path fails here, not in the camera thread
+            from ..faces import FaceDetector
+            self.detector = FaceDetector(cascade=cascade)
         self.keep_inputs = keep_inputs
         self.window_samples = round(window_s * sample_rate)
         self.hop_samples = round(hop_s * sample_rate)
@@ -396,10 +398,10 @@ class Stream:
             result, feeds = self._gpu.run(samples, crops, audio_present=present, keep_inputs=self.keep_inputs)
             result.timings["preprocess"] += boxes_ms
             result.timings["total"] += boxes_ms
-            presence = (bool(present), any(box is not None for _, box in crops))
+            presence = (bool(present), face_present([box is not None for _, box in crops]))
         else:
             audio, face, valid = self.window_features(samples, ticks)
-            feeds = batch_inputs([audio], [face], [valid], audio_present=[present])
+            feeds = batch_inputs([audio], [face], [valid], audio_present=[present], face_present=[face_present(valid)])
             preprocess_ms = (time.perf_counter() - start) * 1e3
             result = self.model.predict(feeds, preprocess_ms=preprocess_ms)
             presence = (bool(feeds["presence"][0, 0]), bool(feeds["presence"][0, 1]))
