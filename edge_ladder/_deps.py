@@ -32,6 +32,7 @@ _KNOWN = {
             "JetPack's python3-opencv, or pip install opencv-python-headless"),
     "matplotlib": ("PNG plots (confusion matrix, latency histogram)",
                    "pip install matplotlib", "pip install matplotlib"),
+    "scipy": ("the chance-level test of a trained model (binomial)", "pip install scipy", "pip install scipy"),
     "librosa": ("the log-mel oracle in the tests", "pip install librosa", "pip install librosa"),
 }
 

@@ -46,6 +46,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import __version__
+from .argtypes import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT
 from .errors import EdgeLadderError
 from .features import INPUT_NAMES, atomic_write_bytes, atomic_write_json
 from .frontend import FACE_SIZE, N_MELS, SAMPLE_RATE, VIDEO_FPS, n_audio_frames
@@ -703,28 +704,28 @@ def add_arguments(cli: argparse.ArgumentParser) -> None:
                              "PATH@BACKEND names the backend explicitly")
     cli.add_argument("--backend", choices=BACKENDS, default=None,
                         help="backend for every MODEL (default: from the file suffix)")
-    cli.add_argument("--batch", type=int, default=None, help="batch size (default 1, or the --shapes batch)")
+    cli.add_argument("--batch", type=POSITIVE_INT, default=None, help="batch size (default 1, or the --shapes batch)")
     cli.add_argument("--shapes", default=None,
                         help="input shapes, trtexec style: audio:1x198x80,face:1x20x1x48x48 "
                              "(default: a 2 s window; masks and presence follow)")
-    cli.add_argument("--warmup", type=float, default=None,
+    cli.add_argument("--warmup", type=NON_NEGATIVE, default=None,
                         help="warm-up time in ms (default 200); with --stream: ms of stream fed before timing "
                              "(default: one window)")
-    cli.add_argument("--iterations", type=int, default=10, help="at least this many iterations (default 10)")
-    cli.add_argument("--duration", type=float, default=None,
+    cli.add_argument("--iterations", type=POSITIVE_INT, default=10, help="at least this many iterations (default 10)")
+    cli.add_argument("--duration", type=NON_NEGATIVE, default=None,
                         help="and at least this many seconds (default 3); with --stream: seconds of stream (default 30)")
     cli.add_argument("--compare", action="store_true",
                         help="run all MODELs interleaved in one process and print speedups vs the first")
     cli.add_argument("--preprocess", action="store_true",
                         help="also time the front-ends (log-mel + face crops) on a raw 2 s window")
-    cli.add_argument("--threads", type=int, default=None,
+    cli.add_argument("--threads", type=POSITIVE_INT, default=None,
                         help="CPU threads of torch and ONNX Runtime (default: each library's own; "
                              "1 gives the steadiest interleaved comparison on a small CPU)")
-    cli.add_argument("--seed", type=int, default=0, help="seed of the random input pool")
+    cli.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the random input pool")
     cli.add_argument("--json", metavar="OUT", default=None, help="write the report as JSON (atomic)")
     cli.add_argument("--md", metavar="OUT", default=None, help="write the Markdown table")
     cli.add_argument("--histogram", metavar="OUT.png", default=None, help="write a latency histogram PNG")
-    cli.add_argument("--tegrastats-interval", type=int, default=100,
+    cli.add_argument("--tegrastats-interval", type=POSITIVE_INT, default=100,
                         help="tegrastats sampling interval in ms on a Jetson (default 100)")
     stream = cli.add_argument_group("streaming (--stream): the CPU a live Stream takes, per stage")
     stream.add_argument("--stream", action="store_true",
@@ -736,11 +737,11 @@ def add_arguments(cli: argparse.ArgumentParser) -> None:
     stream.add_argument("--frontend", choices=("numpy", "kernels", "auto"), default=None,
                         help="Stream front-end (default numpy)")
     stream.add_argument("--block", type=float, default=None, help="audio block per feed_audio call in ms (default 20)")
-    stream.add_argument("--camera-delay", type=float, default=None,
+    stream.add_argument("--camera-delay", type=NON_NEGATIVE, default=None,
                         help="seconds between a frame's capture and its arrival (default 0)")
-    stream.add_argument("--video-latency", type=float, default=None,
+    stream.add_argument("--video-latency", type=NON_NEGATIVE, default=None,
                         help="Stream(video_latency_s=...) (default: Stream's, 0.3 s)")
-    stream.add_argument("--redetect-every", type=int, default=None,
+    stream.add_argument("--redetect-every", type=POSITIVE_INT, default=None,
                         help="ticks between full-frame face detections (default: FaceDetector's, 10)")
 
 

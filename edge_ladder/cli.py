@@ -13,6 +13,7 @@ import sys
 
 from . import __version__
 from ._deps import MissingDependencyError
+from .argtypes import OneLineParser, UsageError
 from .errors import EdgeLadderError
 
 # name -> (module, one-line help). Order is the pipeline's order.
@@ -29,9 +30,12 @@ SUBCOMMANDS = {
     "demo": ("edge_ladder.demo", "run the whole chain on generated data (CPU)"),
 }
 
+# these pick up where an interrupted run stopped when the same command runs again
+RESUMABLE = ("make-corpus", "prepare", "demo")
+
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-ladder", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="edge-ladder", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"edge-ladder {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
@@ -54,14 +58,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         module = importlib.import_module(SUBCOMMANDS[args.command][0])
         return int(module.run(args) or 0)
+    except UsageError as error:
+        print(error, file=sys.stderr)
+        return 2
     except MissingDependencyError as error:
         print(f"edge-ladder {selected}: {error}", file=sys.stderr)
         return 3
     except EdgeLadderError as error:
         print(f"edge-ladder {selected}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; completed work was saved (re-run to resume where supported)", file=sys.stderr)
+    except KeyboardInterrupt:  # `train` says what was saved and the --resume command itself
+        again = " (files already written are complete: re-run the same command to continue)" \
+            if selected in RESUMABLE else ""
+        print(f"edge-ladder {selected}: interrupted{again}", file=sys.stderr)
         return 130
 
 

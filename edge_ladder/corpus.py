@@ -35,6 +35,7 @@ import numpy as np
 from . import EMOTIONS
 from .atomic import atomic_path, atomic_write_bytes
 from .crema import LEVEL_SENTENCE, SENTENCES, clip_name
+from .argtypes import NON_NEGATIVE_INT, POSITIVE_INT
 from .errors import EdgeLadderError
 from .parallel import run_parallel
 
@@ -420,11 +421,11 @@ def make_corpus(out_dir, actors: int = 16, clips_per_actor: int = 24, seed: int 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", metavar="OUT_DIR", help="where to write the corpus (CREMA-D layout)")
-    parser.add_argument("--actors", type=int, default=16, help="number of actors, IDs from 1001 (default 16)")
-    parser.add_argument("--clips-per-actor", type=int, default=24,
+    parser.add_argument("--actors", type=POSITIVE_INT, default=16, help="number of actors, IDs from 1001 (default 16)")
+    parser.add_argument("--clips-per-actor", type=POSITIVE_INT, default=24,
                         help="clips per actor, emotions balanced (default 24; CREMA-D has 82)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="random seed (default 0)")
+    parser.add_argument("--workers", type=POSITIVE_INT, default=None, help="processes (default: all cores)")
 
 
 def run(args: argparse.Namespace) -> int:

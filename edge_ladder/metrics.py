@@ -7,6 +7,9 @@ classification_report(y_true, y_pred) ->
 Labels may be class indices (0..len(labels)-1) or the label strings themselves. A class with no
 prediction (or no sample) gets precision (or recall) 0, and F1 0 when both are 0; macro averages
 are unweighted means over all `labels`, as scikit-learn's zero_division=0.
+
+chance_level(confusion) -> is the accuracy distinguishable from always answering the most frequent
+class (binomial test; needs scipy, imported only then: train-time callers).
 """
 from __future__ import annotations
 
@@ -75,3 +78,40 @@ def format_report(report: dict, title: str = "") -> str:
     lines.append(f"{'macro':>8} {report['macro_precision']:9.3f} {report['macro_recall']:7.3f} "
                  f"{report['macro_f1']:6.3f}   accuracy {report['accuracy']:.3f}")
     return "\n".join(lines)
+
+
+CHANCE_ALPHA = 0.05
+
+
+def chance_level(confusion, labels=EMOTIONS, alpha: float = CHANCE_ALPHA) -> dict:
+    """Is a classifier distinguishable from always answering the most frequent class?
+
+    One-sided exact binomial test (scipy) of the correct count against the majority class's share
+    of the clips (the best a constant answer scores). `at_chance` is True when p > alpha or only
+    one class is ever predicted (a model stuck on one class), None when there are no clips.
+    """
+    matrix = np.asarray(confusion, np.int64)
+    total, correct = int(matrix.sum()), int(np.trace(matrix))
+    predicted = [labels[i] for i in np.flatnonzero(matrix.sum(axis=0))]
+    if total == 0:
+        return {"clips": 0, "at_chance": None}
+    from ._deps import require
+    require("scipy")
+    from scipy.stats import binomtest
+    chance = float(matrix.sum(axis=1).max() / total)
+    p_value = float(binomtest(correct, total, chance, alternative="greater").pvalue) if chance < 1 else 1.0
+    return {"clips": total, "accuracy": correct / total, "chance_accuracy": chance, "p_value": p_value,
+            "alpha": alpha, "classes_predicted": predicted,
+            "at_chance": bool(p_value > alpha or len(predicted) <= 1)}
+
+
+def chance_warning(check: dict, what: str) -> str:
+    """'' or a one-line WARNING for chance_level's result on `what` (e.g. 'dev split')."""
+    if not check.get("at_chance"):
+        return ""
+    stuck = (f"it predicts {check['classes_predicted'][0]} for every clip" if len(check["classes_predicted"]) == 1
+             else f"it predicts {len(check['classes_predicted'])} classes")
+    return (f"WARNING: the model is at chance level on the {what}: accuracy {check['accuracy']:.3f} over "
+            f"{check['clips']} clips against {check['chance_accuracy']:.3f} for always answering the most frequent "
+            f"class (binomial p = {check['p_value']:.2g}); {stuck}. It has not learned the task: train longer "
+            f"(--epochs), check the labels and features, or look at RUN_DIR/metrics.json's history.")

@@ -1,4 +1,4 @@
-"""Run one function over many independent tasks on all cores, with a tqdm progress bar."""
+"""Run one function over many independent tasks on all cores, with a tqdm progress bar (on a terminal)."""
 from __future__ import annotations
 
 import os
@@ -14,7 +14,8 @@ def run_parallel(function, tasks, workers: int | None = None, progress: bool = F
     from tqdm import tqdm
     tasks = list(tasks)
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
-    bar = tqdm(total=len(tasks), desc=desc, unit="clip", disable=not progress)
+    # disable=None: a bar on a terminal only; in a log file (`make demo > log`) its \r updates are noise
+    bar = tqdm(total=len(tasks), desc=desc, unit="clip", disable=None if progress else True)
     results = []
     try:
         if workers == 1:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import EMOTIONS, crema, features, frontend
+from .argtypes import FOLDS, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
 from .errors import EdgeLadderError
 from .parallel import run_parallel
 
@@ -233,15 +234,15 @@ def format_summary(summary: dict, max_lines: int = 20) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("crema_dir", metavar="CREMA_D_DIR", help="CREMA-D root (AudioWAV/, VideoFlash/, or under data/)")
     parser.add_argument("--out", required=True, metavar="FEATURES_DIR", help="features directory to write")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    parser.add_argument("--folds", type=int, default=5, help="actor folds k (default 5)")
-    parser.add_argument("--fold", type=int, default=0, help="which fold is the test set; the next is dev (default 0)")
+    parser.add_argument("--workers", type=POSITIVE_INT, default=None, help="processes (default: all cores)")
+    parser.add_argument("--folds", type=FOLDS, default=5, help="actor folds k, >= 3 (default 5)")
+    parser.add_argument("--fold", type=NON_NEGATIVE_INT, default=0, help="which fold is the test set; the next is dev (default 0)")
     parser.add_argument("--labels", choices=LABEL_CHOICES, default="filename",
                         help="intended emotion from the file name (default) or perceived labels from "
                              "processedResults/summaryTable.csv (VoiceVote, FaceVote, MultiModalVote; ties skipped)")
-    parser.add_argument("--max-seconds", type=float, default=10.0,
+    parser.add_argument("--max-seconds", type=POSITIVE, default=10.0,
                         help="skip clips longer than this (CREMA-D's 1064_IEO_DIS_MD lasts about a minute)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the actor shuffle for the folds")
+    parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the actor shuffle for the folds")
     parser.add_argument("--cascade", metavar="PATH", default=None,
                         help="Haar cascade XML for the face detector (default: $EDGE_LADDER_CASCADE, else "
                              "haarcascade_frontalface_default.xml from cv2.data or /usr/share/opencv4/haarcascades)")

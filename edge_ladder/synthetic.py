@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import EMOTIONS
+from .argtypes import FOLDS, NON_NEGATIVE_INT, POSITIVE_INT
 from .errors import EdgeLadderError
 from .features import FORMAT, VERSION, actor_folds, atomic_write_json, write_clip
 from .frontend import FACE_SIZE, HOP, N_MELS, SAMPLE_RATE, VIDEO_FPS, standardise_crop
@@ -134,11 +135,11 @@ def make_features(out_dir, actors: int = 12, clips_per_actor: int = 12, seed: in
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", metavar="OUT_DIR", help="features directory to write")
-    parser.add_argument("--actors", type=int, default=12, help="number of speakers (default 12)")
-    parser.add_argument("--clips-per-actor", type=int, default=12, help="clips per speaker (default 12)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--k", type=int, default=5, help="actor folds (default 5)")
-    parser.add_argument("--fold", type=int, default=0, help="test fold; the next one is dev")
+    parser.add_argument("--actors", type=POSITIVE_INT, default=12, help="number of speakers (default 12)")
+    parser.add_argument("--clips-per-actor", type=POSITIVE_INT, default=12, help="clips per speaker (default 12)")
+    parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+    parser.add_argument("--k", type=FOLDS, default=5, help="actor folds, >= 3 (default 5)")
+    parser.add_argument("--fold", type=NON_NEGATIVE_INT, default=0, help="test fold; the next one is dev")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,10 +9,16 @@ checkpoint by dev loss, and writes
                              report = edge_ladder.metrics.classification_report of the best checkpoint
     RUN_DIR/confusion.png    test-split confusion matrix
 
-Every file is written atomically. The loop reseeds the RNGs at the start of every epoch from
-(seed, epoch), so `--resume` after an interruption gives the same weights as a run that was
-never interrupted; resume refuses other settings or another features directory (last.pt
-records the sha256 of manifest.json and splits.json). Multi-process training: `torchrun --nproc-per-node N -m edge_ladder.train ...`
+Every file is written atomically. A RUN_DIR that already holds a run is refused unless --resume
+(continue) or --force (delete and start over). The loop reseeds the RNGs at the start of every
+epoch from (seed, epoch), so `--resume` after an interruption gives the same weights as a run that
+was never interrupted; resume refuses other settings or another features directory (last.pt
+records the sha256 of manifest.json and splits.json). `--resume --epochs N` with more epochs than
+planned extends the run: the learning rate follows the N-epoch schedule from there on (equal to an
+uninterrupted N-epoch run unless the epochs done had already entered the old schedule's decay;
+extension_note says which). `--init-from CHECKPOINT` starts a new run from a checkpoint's weights
+and normalisation. checkpoint.pt also records its data ("data": features identity, train/dev/test
+actors) for evaluate's held-out check, and "init_from" when it started from another checkpoint. Multi-process training: `torchrun --nproc-per-node N -m edge_ladder.train ...`
 (gloo on CPU, nccl on CUDA); each process takes 1/N of every epoch, rank 0 writes the files.
 """
 from __future__ import annotations
@@ -29,8 +35,21 @@ from pathlib import Path
 import numpy as np
 
 from . import EMOTIONS
+from .argtypes import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, TORCH_DEVICES, OneLineParser, Range,
+                       UsageError, check_torch_device, torch_device)
 from .errors import EdgeLadderError
-from .features import atomic_write_bytes, atomic_write_json, batch_clips, load_split, read_manifest
+from .features import atomic_write_bytes, atomic_write_json, batch_clips, load_split, read_manifest, read_splits
+
+
+# ranges of the numeric settings: checked when the command line is parsed and when a TrainConfig
+# is made (edge_ladder.argtypes)
+EPOCHS = POSITIVE_INT
+BATCH_SIZE = Range(int, minimum=2, why="batch normalisation needs two clips")
+LEARNING_RATE = POSITIVE
+MODALITY_DROPOUT = Range(float, minimum=0, below=0.5)   # per modality, never both: < 1/2
+NOISE_STD = NON_NEGATIVE
+LAMBDA = NON_NEGATIVE
+SEED = NON_NEGATIVE_INT                       # numpy's generators refuse negative seeds
 
 
 @dataclass
@@ -40,7 +59,7 @@ class TrainConfig:
     epochs: int = 20
     model_size: str = "small"
     seed: int = 0
-    progress: bool = True
+    progress: bool = True             # tqdm bar, on a terminal only; the per-epoch lines always print
     batch_size: int = 16              # AuxFormer uses 32; a few hundred clips need more steps. BN needs >= 2
     lr: float = 2e-3                  # ladder reference: Adam 2e-3, linear decay over the last third
     ladder: str = "cross"             # none (lambda = 0) | within (own modality) | cross (full)
@@ -52,24 +71,53 @@ class TrainConfig:
     weight_decay: float = 0.0
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     amp: bool = False                 # float16 autocast + GradScaler, CUDA only
-    resume: bool = False              # continue from out_dir/last.pt
+    resume: bool = False              # continue (or extend: more epochs) from out_dir/last.pt
+    force: bool = False               # out_dir holds a run: delete it and start over
+    init_from: str = ""               # a checkpoint.pt: new run starting from its weights + normalisation
     stop_after_epoch: int = 0         # >0: stop cleanly after this epoch (time-sliced jobs, tests)
     eval_batch_size: int = 64
 
     def __post_init__(self):
-        self.lambdas = tuple(float(x) for x in self.lambdas)
         if self.ladder not in ("none", "within", "cross"):
             raise EdgeLadderError(f"--ladder must be none, within or cross; got {self.ladder!r}")
         if self.modalities not in ("av", "audio", "video"):
             raise EdgeLadderError(f"--modalities must be av, audio or video; got {self.modalities!r}")
-        if self.batch_size < 2:
-            raise EdgeLadderError(f"--batch-size must be >= 2 (batch normalisation); got {self.batch_size}")
-        if self.epochs < 1:
-            raise EdgeLadderError(f"--epochs must be >= 1; got {self.epochs}")
-        if not 0.0 <= self.modality_dropout < 0.5:
-            raise EdgeLadderError(f"modality_dropout must be in [0, 0.5); got {self.modality_dropout}")
-        if not self.lambdas:
-            raise EdgeLadderError("lambdas needs at least one value")
+        EPOCHS.check("--epochs", self.epochs)
+        BATCH_SIZE.check("--batch-size", self.batch_size)
+        LEARNING_RATE.check("--lr", self.lr)
+        MODALITY_DROPOUT.check("--modality-dropout", self.modality_dropout)
+        NOISE_STD.check("--noise-std", self.noise_std)
+        SEED.check("--seed", self.seed)
+        NON_NEGATIVE.check("weight_decay", self.weight_decay)
+        NON_NEGATIVE_INT.check("stop_after_epoch", self.stop_after_epoch)
+        POSITIVE_INT.check("eval_batch_size", self.eval_batch_size)
+        check_torch_device("--device", self.device)
+        self.lambdas = tuple(float(LAMBDA.check("--lambdas", x)) for x in self.lambdas)
+        check_lambdas(self.lambdas, self.model_size)
+        if self.resume and self.force:
+            raise EdgeLadderError("--resume continues the run in --out, --force deletes it and starts over: "
+                                  "pass one of them.")
+        if self.resume and self.init_from:
+            raise EdgeLadderError(f"--init-from starts a new run from {self.init_from}; --resume continues "
+                                  f"{Path(self.out_dir) / 'last.pt'}, which already holds the weights it started "
+                                  f"from: drop --init-from.")
+
+
+def ladder_layers(model_size: str) -> int:
+    """Denoising-cost layers of a model size: layer 0 (pooled input), the hidden layers, the joint."""
+    from .model import model_config
+    return len(model_config(model_size).encoder_dims) + 2
+
+
+def check_lambdas(lambdas: tuple, model_size: str) -> None:
+    """lambdas[l] weighs layer l; the last value repeats for the deeper layers and the joint
+    (LadderNet.training_losses), so more values than layers could only be a mistake."""
+    layers = ladder_layers(model_size)
+    if not 1 <= len(lambdas) <= layers:
+        raise EdgeLadderError(
+            f"--lambdas: got {len(lambdas)} value(s) ({' '.join(f'{x:g}' for x in lambdas)}); a --model-size "
+            f"{model_size} ladder has {layers} layers (input, {layers - 2} hidden, joint): give 1 to {layers} "
+            f"values, the last one repeats for the deeper layers and the joint.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,6 +208,127 @@ def check_resume_features(state: dict, identity: dict, last_path: Path) -> None:
                 f"{str(saved.get(key))[:12]}), this run reads {identity['features_dir']} ({name} sha256 "
                 f"{str(identity[key])[:12]}): a different dataset. Resume with the original FEATURES_DIR, "
                 f"or train into a new --out.")
+
+
+RUN_FILES = ("checkpoint.pt", "last.pt", "metrics.json", "confusion.png")   # what train writes into RUN_DIR
+
+
+def check_run_dir(config: TrainConfig, run_dir: Path, is_main: bool = True) -> None:
+    """A RUN_DIR that already holds a run is never overwritten silently: --resume continues (or
+    extends) it, --force deletes its files and starts over; anything else is refused, naming both."""
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if config.resume:
+        if not (run_dir / "last.pt").exists():
+            raise EdgeLadderError(f"--resume: {run_dir / 'last.pt'} does not exist; run without --resume to start.")
+        return
+    if not existing:
+        return
+    if config.force:
+        if is_main:
+            for name in existing:
+                (run_dir / name).unlink()
+            print(f"--force: deleted {', '.join(existing)} in {run_dir}; starting over", flush=True)
+        return
+    state = run_state(run_dir)
+    what = (f"a finished run ({state['epoch']} of {state['epochs']} epochs)" if (run_dir / "metrics.json").exists()
+            else f"an unfinished run (epoch {state['epoch']} of {state['epochs']} saved)" if state
+            else f"a run ({', '.join(existing)})")
+    raise EdgeLadderError(f"{run_dir} already holds {what}: continue it with `{command_line(config, '--resume')}` "
+                          f"(more --epochs extend it), start over with --force (deletes {', '.join(existing)}), "
+                          f"or train into a new --out.")
+
+
+def run_state(run_dir: Path) -> dict:
+    """{"epoch": epochs done, "epochs": planned} from RUN_DIR/last.pt, or {} when there is none."""
+    path = Path(run_dir) / "last.pt"
+    if not path.exists():
+        return {}
+    state = _torch().load(path, map_location="cpu", weights_only=True)
+    return {"epoch": int(state["epoch"]), "epochs": int(state["train_config"]["epochs"])}
+
+
+# TrainConfig field -> its `edge-ladder train` flag (for the commands that messages print)
+FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "ladder": "--ladder",
+         "modalities": "--modalities", "model_size": "--model-size", "modality_dropout": "--modality-dropout",
+         "noise_std": "--noise-std", "lambdas": "--lambdas", "device": "--device", "amp": "--amp",
+         "seed": "--seed", "progress": "--no-progress", "init_from": "--init-from"}
+
+
+def command_line(config: TrainConfig, *extra: str) -> str:
+    """The `edge-ladder train` command of `config` (flags that differ from the defaults) + extra."""
+    import shlex
+    defaults = TrainConfig()
+    parts = ["edge-ladder", "train", shlex.quote(str(config.features_dir)), "--out", shlex.quote(str(config.out_dir))]
+    for field, flag in FLAGS.items():
+        value = getattr(config, field)
+        if value == getattr(defaults, field) or (field == "init_from" and "--resume" in extra):
+            continue
+        if isinstance(value, bool):
+            parts.append(flag)
+        elif isinstance(value, tuple):
+            parts += [flag, *(f"{x:g}" for x in value)]
+        else:
+            parts += [flag, shlex.quote(f"{value:g}" if isinstance(value, float) else str(value))]
+    return " ".join(parts + list(extra))
+
+
+def interrupted_message(config: TrainConfig) -> str:
+    """What Ctrl-C leaves: the last finished epoch in last.pt and the command that continues, or
+    that nothing was saved (interrupted before the first epoch ended)."""
+    run_dir = Path(config.out_dir)
+    state = run_state(run_dir)
+    if not state:
+        return (f"interrupted before the first epoch ended: nothing was saved ({run_dir} has no last.pt). "
+                f"Start again with `{command_line(config)}`.")
+    return (f"interrupted; epoch {state['epoch']} of {state['epochs']} is saved in {run_dir / 'last.pt'} (the epoch "
+            f"in progress is lost). Continue with `{command_line(config, '--resume')}`.")
+
+
+def init_from_checkpoint(model, path, device) -> dict:
+    """--init-from: load a checkpoint's weights and normalisation into `model`, which must have the
+    same ModelConfig (size, input widths); -> what the new checkpoint records about its start."""
+    from .model import load_checkpoint
+    from .runtime.sidecar import sha256_file
+    source, saved = load_checkpoint(path, map_location=device)
+    ours, theirs = asdict(model.config), asdict(source.config)
+    differ = [key for key in ours if ours[key] != theirs.get(key)]
+    if differ:
+        size = saved.get("train_config", {}).get("model_size")
+        if any(key not in ("audio_dim", "face_size") for key in differ):
+            hint = f"train with --model-size {size}, as it was" if size else "train with its model size"
+        else:
+            hint = "these features have other input sizes (n_mels, face size) than the ones it was trained on"
+        raise EdgeLadderError(f"--init-from {path}: its model differs from the one this run builds: " +
+                              ", ".join(f"{key} {theirs.get(key)} (checkpoint) vs {ours[key]} (this run)"
+                                        for key in differ) + f"; {hint}.")
+    model.load_state_dict(source.state_dict())       # weights and the normalisation buffers
+    return {"path": str(Path(path).resolve()), "sha256": sha256_file(path), "epoch": saved.get("epoch"),
+            "train_config": saved.get("train_config", {})}
+
+
+def data_record(features_dir: Path, identity: dict) -> dict:
+    """What a checkpoint records about its data: the features' identity and the actors of each
+    split, so evaluate can refuse a "test" split that holds actors it was trained or selected on."""
+    splits = read_splits(features_dir)
+    return {"features": identity,
+            "actors": {name: sorted(map(str, splits.get(name, []))) for name in ("train", "dev", "test")}}
+
+
+def extension_note(config: TrainConfig, done: int, planned: int, steps_per_epoch: int) -> str:
+    """--resume with other --epochs than last.pt planned: the schedule of the new total applies
+    from here on; say whether the epochs done match it (then the result is the uninterrupted run's)."""
+    old_total, new_total = planned * steps_per_epoch, config.epochs * steps_per_epoch
+    same = all(learning_rate(config, step, old_total) == learning_rate(config, step, new_total)
+               for step in range(done * steps_per_epoch))
+    change = "extending" if config.epochs > planned else "shortening"
+    head = (f"--resume: {change} {planned} -> {config.epochs} epochs (from epoch {done + 1}); the learning rate "
+            f"follows the {config.epochs}-epoch schedule (constant {config.lr:g}, linear decay to 0 over the last "
+            f"third)")
+    if same:
+        return head + f": epochs 1-{done} ran at the same rates, so this equals an uninterrupted {config.epochs}-epoch run."
+    return (head + f". Epochs 1-{done} followed the {planned}-epoch schedule (already decaying), so the rate goes "
+            f"back up to {learning_rate(config, done * steps_per_epoch, new_total):.3g}: not the same as an "
+            f"uninterrupted {config.epochs}-epoch run (history records each epoch's lr).")
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -267,6 +436,7 @@ def _train(config: TrainConfig) -> Path:
     run_dir = Path(config.out_dir)
     features_dir = Path(config.features_dir)
     read_manifest(features_dir)
+    check_run_dir(config, run_dir, is_main)
     train_clips = load_split(features_dir, "train")
     dev_clips = load_split(features_dir, "dev")
     test_clips = load_split(features_dir, "test")
@@ -287,6 +457,7 @@ def _train(config: TrainConfig) -> Path:
                                    face_size=train_clips[0].face.shape[-1])).to(device)
     stats = normalisation_stats(train_clips)
     model.set_normalisation(**stats)
+    init_from = init_from_checkpoint(model, config.init_from, device) if config.init_from else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
 
@@ -295,14 +466,13 @@ def _train(config: TrainConfig) -> Path:
     total_steps = steps_per_epoch * config.epochs
     config_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
     features = features_identity(features_dir)
+    extensions = []      # --resume with more (or fewer) epochs than planned: [{after_epoch, from_epochs, to_epochs}]
 
     start_epoch, best_dev_loss, best_epoch, history = 1, math.inf, 0, []
     last_path = run_dir / "last.pt"
     if config.resume:
-        if not last_path.exists():
-            raise EdgeLadderError(f"--resume: {last_path} does not exist; run without --resume to start.")
         state = torch.load(last_path, map_location=device, weights_only=True)
-        for key in ("model_size", "ladder", "modalities", "batch_size", "seed", "lr", "epochs", "lambdas",
+        for key in ("model_size", "ladder", "modalities", "batch_size", "seed", "lr", "lambdas",
                     "noise_std", "modality_dropout", "weight_decay"):
             if state["train_config"][key] != config_dict[key]:
                 raise EdgeLadderError(f"--resume: {last_path} was trained with {key}={state['train_config'][key]!r}, "
@@ -313,6 +483,17 @@ def _train(config: TrainConfig) -> Path:
         scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1
         best_dev_loss, best_epoch, history = state["best_dev_loss"], state["best_epoch"], list(state["history"])
+        init_from, extensions = state.get("init_from"), list(state.get("extensions", []))
+        planned = state["train_config"]["epochs"]
+        if config.epochs < state["epoch"]:
+            raise EdgeLadderError(f"--resume: {last_path} has {state['epoch']} epochs done; --epochs {config.epochs} "
+                                  f"is fewer. Pass --epochs {state['epoch']} or more, or start a new run from its "
+                                  f"best weights with --init-from {run_dir / 'checkpoint.pt'} --out NEW_RUN_DIR.")
+        if config.epochs != planned:
+            extensions.append({"after_epoch": state["epoch"], "from_epochs": planned, "to_epochs": config.epochs})
+            if is_main:
+                print(extension_note(config, state["epoch"], planned, steps_per_epoch), flush=True)
+    record = {"data": data_record(features_dir, features), "init_from": init_from}
 
     step_model = _train_step_class()(model)
     if world > 1:  # decoders / cross heads get no gradient in the none / within ablations
@@ -320,10 +501,10 @@ def _train(config: TrainConfig) -> Path:
             step_model, find_unused_parameters=config.ladder != "cross")
 
     progress = None
-    if config.progress and is_main:
+    if config.progress and is_main:  # a bar on a terminal only (disable=None): no \r updates in a log file
         from tqdm import tqdm
         progress = tqdm(total=total_steps, initial=(start_epoch - 1) * steps_per_epoch, unit="step",
-                        desc="train", dynamic_ncols=True)
+                        desc="train", dynamic_ncols=True, disable=None)
     for epoch in range(start_epoch, config.epochs + 1):
         started = time.perf_counter()
         # every epoch reseeds from (seed, epoch): resume gives the uninterrupted run's result
@@ -364,14 +545,19 @@ def _train(config: TrainConfig) -> Path:
                             "seconds": time.perf_counter() - started})
             if dev_loss < best_dev_loss:
                 best_dev_loss, best_epoch = dev_loss, epoch
-                save_torch(checkpoint_dict(model, config_dict, epoch=epoch, dev_loss=dev_loss), run_dir / "checkpoint.pt")
+                save_torch(checkpoint_dict(model, config_dict, epoch=epoch, dev_loss=dev_loss, **record),
+                           run_dir / "checkpoint.pt")
             save_torch({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                         "best_dev_loss": best_dev_loss, "best_epoch": best_epoch, "history": history,
-                        "train_config": config_dict, "features": features}, last_path)
+                        "train_config": config_dict, "features": features, "extensions": extensions,
+                        "init_from": init_from}, last_path)
+            line = (f"epoch {epoch:3d}/{config.epochs}  train loss {sums['loss']:.3f} (ce {sums['ce']:.3f}, "
+                    f"denoise {sums['denoise']:.3f})  dev loss {dev_loss:.3f}  dev macro-F1 {dev_f1:.3f}")
             if progress is not None:
-                progress.write(f"epoch {epoch:3d}  train loss {sums['loss']:.3f} (ce {sums['ce']:.3f}, "
-                               f"denoise {sums['denoise']:.3f})  dev loss {dev_loss:.3f}  dev macro-F1 {dev_f1:.3f}")
+                progress.write(line)      # above the bar
+            else:
+                print(line, flush=True)
         if world > 1:
             torch.distributed.barrier()
         if config.stop_after_epoch and epoch >= config.stop_after_epoch and epoch < config.epochs:
@@ -394,7 +580,7 @@ def _train(config: TrainConfig) -> Path:
                            f"test split ({len(test_clips)} clips, held-out actors)")
         metrics.update({"best_epoch": best_epoch, "best_dev_loss": best_dev_loss,
                         "train_seconds": sum(h["seconds"] for h in history), "history": history,
-                        "train_config": config_dict})
+                        "train_config": config_dict, "extensions": extensions, **record})
         atomic_write_json(run_dir / "metrics.json", metrics)
     if world > 1:
         torch.distributed.barrier()
@@ -425,28 +611,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     parser.add_argument("features_dir", metavar="FEATURES_DIR", help="prepared features (prepare / make-features)")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="output run directory")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the train split (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+    parser.add_argument("--epochs", type=EPOCHS, default=defaults.epochs,
+                        help="passes over the train split (default %(default)s); with --resume, more than "
+                             "before extends the run")
+    parser.add_argument("--batch-size", type=BATCH_SIZE, default=defaults.batch_size,
                         help="clips per step, >= 2 for batch norm (default %(default)s)")
-    parser.add_argument("--lr", type=float, default=defaults.lr,
-                        help="Adam learning rate, linear decay over the last third (default %(default)s)")
+    parser.add_argument("--lr", type=LEARNING_RATE, default=defaults.lr,
+                        help="Adam learning rate, > 0, linear decay over the last third (default %(default)s)")
     parser.add_argument("--ladder", choices=("none", "within", "cross"), default=defaults.ladder,
                         help="none: lambda=0; within: own-modality reconstruction; cross: full (default)")
     parser.add_argument("--modalities", choices=("av", "audio", "video"), default=defaults.modalities,
                         help="train on both, or flag one modality absent throughout (default %(default)s)")
     parser.add_argument("--model-size", choices=("tiny", "small"), default=defaults.model_size,
                         help="tiny: tests; small: demo and default (default %(default)s)")
-    parser.add_argument("--modality-dropout", type=float, default=defaults.modality_dropout,
+    parser.add_argument("--modality-dropout", type=MODALITY_DROPOUT, default=defaults.modality_dropout,
                         help="per-sample probability of dropping one modality, in [0, 0.5) (default %(default)s)")
-    parser.add_argument("--noise-std", type=float, default=defaults.noise_std,
-                        help="Gaussian noise of the corrupted ladder path (default %(default)s)")
-    parser.add_argument("--lambdas", type=float, nargs="+", default=list(defaults.lambdas),
-                        help="denoising weights: layer 0, then hidden layers and joint (last repeats)")
-    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--noise-std", type=NOISE_STD, default=defaults.noise_std,
+                        help="Gaussian noise of the corrupted ladder path, >= 0 (default %(default)s)")
+    parser.add_argument("--lambdas", type=LAMBDA, nargs="+", default=list(defaults.lambdas),
+                        help="denoising weights >= 0: layer 0, then hidden layers and joint (last repeats); at "
+                             "most one per layer (tiny: 3, small: 4)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue RUN_DIR/last.pt; with more --epochs, extend it (the learning-rate schedule "
+                             "is then the new total's; see the README)")
+    parser.add_argument("--force", action="store_true", help="RUN_DIR holds a run: delete its files and start over")
+    parser.add_argument("--init-from", metavar="CHECKPOINT", default="",
+                        help="new run starting from a checkpoint.pt's weights and normalisation (same "
+                             "--model-size and features format; fresh optimizer and schedule)")
+    parser.add_argument("--device", type=torch_device, default=defaults.device, help=TORCH_DEVICES)
     parser.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default %(default)s)")
-    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("--seed", type=SEED, default=defaults.seed, help="random seed, >= 0 (default %(default)s)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no tqdm bar (it only shows on a terminal; the per-epoch lines always print)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -454,11 +650,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        batch_size=args.batch_size, lr=args.lr, ladder=args.ladder, modalities=args.modalities,
                        model_size=args.model_size, modality_dropout=args.modality_dropout,
                        noise_std=args.noise_std, lambdas=tuple(args.lambdas), resume=args.resume,
-                       device=args.device, amp=args.amp, seed=args.seed, progress=not args.no_progress)
+                       force=args.force, init_from=args.init_from, device=args.device, amp=args.amp,
+                       seed=args.seed, progress=not args.no_progress)
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dir = train(config_from_args(args))
+    import sys
+    config = config_from_args(args)
+    try:
+        run_dir = train(config)
+    except KeyboardInterrupt:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"edge-ladder train: {interrupted_message(config)}", file=sys.stderr)
+        return 130
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and int(os.environ.get("RANK", "0")) == 0:
         metrics = json.loads(metrics_path.read_text())
@@ -468,13 +672,22 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{split:5s} macro-F1 {m['macro_f1']:.3f}  precision {m['macro_precision']:.3f}  "
                       f"recall {m['macro_recall']:.3f}  accuracy {m['accuracy']:.3f}")
         print(f"wrote {run_dir / 'checkpoint.pt'} (best epoch {metrics['best_epoch']}) and {metrics_path}")
+        from .metrics import chance_level, chance_warning
+        warning = chance_warning(chance_level(metrics["dev"]["confusion"]), "dev split")
+        if warning:
+            print(warning)
     return 0
 
 
 def main(argv=None) -> int:  # `torchrun -m edge_ladder.train FEATURES_DIR --out RUN_DIR ...`
-    parser = argparse.ArgumentParser(prog="edge_ladder.train", description="train (torchrun entry point)")
+    import sys
+    parser = OneLineParser(prog="edge_ladder.train", description="train (torchrun entry point)")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except EdgeLadderError as error:
+        print(error if isinstance(error, UsageError) else f"edge_ladder.train: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ import argparse
 import json
 from pathlib import Path
 
+from ..argtypes import Range
 from ..paths import checkpoint_argument
+
+OPSET = Range(int, minimum=13, maximum=17, why="13 for this exporter's ops, 17 for TensorRT 8.5's parser")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="features directory: held-out clips for the parity checks and macro-F1 (recommended)")
     parser.add_argument("--split", default="test", choices=("train", "dev", "test", "all"),
                         help="split of --features to check on (default: test)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, <= 17 for TensorRT 8.5 (default: 17)")
+    parser.add_argument("--opset", type=OPSET, default=17, help="ONNX opset 13-17, <= 17 for TensorRT 8.5 (default: 17)")
     parser.add_argument("--no-fold", action="store_true", help="keep batch norms as separate ops (debugging)")
     parser.add_argument("--no-int8", action="store_true",
                         help="do not write model.int8.onnx (INT8 convolutions for the CPU runtime, calibrated "

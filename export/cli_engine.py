@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..argtypes import POSITIVE_INT, Range
+
+CONTEXTS = Range(int, minimum=1, why="threads that may run the engine at once")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("onnx", type=Path, help="model.onnx (fp32) or model.fp16.onnx from `edge-ladder export`")
@@ -19,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{key}-shapes", default=None, metavar="NAME:DxD,...",
                             help=f"{key} shapes of the optimization profile, e.g. audio:1x198x80,face:1x20x1x48x48 "
                                  f"(default: export.json beside the ONNX)")
-    parser.add_argument("--workspace", type=int, default=None, metavar="MiB", help="builder workspace limit")
+    parser.add_argument("--workspace", type=POSITIVE_INT, default=None, metavar="MiB", help="builder workspace limit")
     parser.add_argument("--opt-level", type=int, default=None, choices=range(6), metavar="N",
                         help="builder optimization level 0-5 (TensorRT >= 8.6)")
     parser.add_argument("--timing-cache", type=Path, default=None, metavar="PATH",
@@ -27,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "from another device is replaced, with a warning)")
     parser.add_argument("--tf32", action="store_true",
                         help="allow TF32 for FP32 layers (TensorRT's default; off here, so FP32 layers run FP32)")
-    parser.add_argument("--contexts", type=int, default=None, metavar="N",
+    parser.add_argument("--contexts", type=CONTEXTS, default=None, metavar="N",
                         help="TensorRT 8.5: threads that may run the engine at once (builds N identical "
                              "optimisation profiles; default 4). 8.6+ shares one profile among any number")
 

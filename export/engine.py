@@ -65,7 +65,7 @@ from ..errors import EdgeLadderError
 from ..features import INPUT_NAMES, atomic_write_bytes, atomic_write_json
 from ..runtime.sidecar import check_sidecar as _runtime_check_sidecar
 from ..runtime.sidecar import sha256_bytes, sha256_file, sidecar_path
-from ..runtime.trt_backend import trt_logger
+from ..runtime.trt_backend import select_profile, trt_logger
 from .shapes import DEFAULT_PROFILE, format_shapes, resolve_profile
 
 SIDECAR_FORMAT = "edge-ladder-engine"
@@ -573,7 +573,7 @@ def inspect_engine(trt, engine, opt_shapes: dict) -> dict:
     live_contexts, layer_infos = [], []
     for profile_index in range(n_profiles):
         context = engine.create_execution_context()
-        if context is None or not context.set_optimization_profile_async(profile_index, 0):
+        if context is None or not select_profile(context, profile_index, 0):
             raise EngineBuildError(f"could not create an execution context on profile {profile_index} to inspect the "
                                    f"engine's layer precisions (out of GPU memory?).")
         live_contexts.append(context)

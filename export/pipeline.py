@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from .._deps import require
 from ..errors import EdgeLadderError
 from ..features import atomic_write_json
+from ..metrics import chance_level, chance_warning
 from ..paths import checkpoint_file
 from ..runtime.sidecar import sha256_file
 from . import flops, fp16, onnx_export, opcheck, parity, prune
@@ -41,6 +43,23 @@ def training_macs(model, inputs: dict) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         train_model.training_losses(**tensors, labels=labels, ladder="cross")
     return int(counter.get_total_flops()) // 2 // (2 if batch < 2 else 1)
+
+
+def chance_checks(checkpoint: Path, ckpt: dict, evaluation) -> dict:
+    """metrics.chance_level of the model on the dev split (RUN_DIR/metrics.json of the same best
+    epoch, where train left it) and on the split the export evaluated on -> {what: result}."""
+    checks = {}
+    metrics_path = checkpoint.parent / "metrics.json"
+    if metrics_path.exists():
+        try:
+            metrics = json.loads(metrics_path.read_text())
+        except ValueError:
+            metrics = {}
+        if "dev" in metrics and metrics.get("best_epoch") == ckpt.get("epoch"):
+            checks["dev split"] = chance_level(metrics["dev"]["confusion"])
+    if evaluation is not None:
+        checks[f"{evaluation['split']} split"] = chance_level(evaluation["torch"]["confusion"])
+    return {what: check for what, check in checks.items() if check["clips"]}
 
 
 def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test", opset: int = 17,
@@ -138,9 +157,14 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
             os.replace(candidate, int8_path)
             int8_file = {"path": int8_path.name, "sha256": sha256_file(int8_path), **quantized}
             log(f"{int8_path}: {len(quantized['quantized_convs'])} convolutions int8, {len(quantized['fp32_convs'])} "
-                f"kept fp32; vs fp32 on {split}: argmax agreement {int8_report['argmax_agreement']:.4f} (decisive "
-                f"clips {int8_report['decisive_agreement']:.4f} of {int8_report['decisive_samples']}), max "
-                f"|p8 - p32| = {int8_report['max_prob_error']:.2e} (mean {int8_report['mean_prob_error']:.2e})")
+                f"kept fp32; vs fp32 on {split}: argmax agreement {int8_report['argmax_agreement']:.4f} "
+                f"({parity.decisive_text(int8_report)}), max |p8 - p32| = {int8_report['max_prob_error']:.2e} "
+                f"(mean {int8_report['mean_prob_error']:.2e})")
+            if int8_report["decisive_agreement"] is None:
+                log(f"WARNING: {int8_path}: its decisions were NOT checked: fp32 is decisive (top-1 >= "
+                    f"{parity.INT8_DECISIVE_MARGIN:g} ahead) on none of the {int8_report['samples']} {split} clips, "
+                    f"so only the probability error was. Check the model (see the chance-level test below) or "
+                    f"export without it: --no-int8.")
         finally:
             if candidate.exists():
                 candidate.unlink()
@@ -158,6 +182,13 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
         log(f"macro-F1 on {split}: torch {evaluation['torch']['macro_f1']:.4f}, " +
             ", ".join(f"{name} ONNX {evaluation[f'onnx_{name}']['macro_f1']:.4f}" for name in files))
 
+    # 6. a model that has not learned (stuck on one class, dev accuracy at chance) exports, with a warning
+    chance = chance_checks(checkpoint, ckpt, evaluation)
+    for what, check in chance.items():
+        warning = chance_warning(check, what)
+        log(warning or f"chance-level test on the {what}: accuracy {check['accuracy']:.3f} against "
+                       f"{check['chance_accuracy']:.3f} for a constant answer (binomial p = {check['p_value']:.2g})")
+
     signature = onnx_export.io_signature(fp32_model)
     report = {
         "format": FORMAT, "version": 1,
@@ -172,6 +203,7 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
                   "int8": int8_file},
         "parity": {"fp32": fp32_report, "fp16": fp16_report, "int8": int8_report},
         "evaluation": evaluation,
+        "chance_level": chance,
         "profile": {key: dict(value) for key, value in DEFAULT_PROFILE.items()},
         "seconds": round(time.time() - started, 2),
     }

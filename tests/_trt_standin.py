@@ -35,6 +35,11 @@ class CudaError(RuntimeError):
     """pycuda._driver.Error / LogicError stand-in."""
 
 
+class CudaMemoryError(CudaError):
+    """pycuda._driver.MemoryError: CUDA_ERROR_OUT_OF_MEMORY (src/wrapper/wrap_cudadrv.cpp translates
+    it to MemoryError, a subclass of pycuda's Error)."""
+
+
 # =============================================================================================
 # The CUDA driver
 
@@ -57,6 +62,10 @@ class Driver:
         self.graphs: Dict[int, list] = {}
         self._graph_ids = itertools.count(1)
         self.on_capture_begin: Optional[Callable[[], None]] = None   # test hook
+        self.on_execute: Optional[Callable[[], None]] = None         # test hook: inside execute_async_v3
+        self.on_context_created: Optional[Callable[[], None]] = None  # test hook: create_execution_context
+        self.memory_limit: Optional[int] = None       # device bytes; beyond: CUDA_ERROR_OUT_OF_MEMORY
+        self._allocated: Dict[int, int] = {}
 
     def device_info(self, device: int = 0) -> dict:       # export.engine.cuda_device_info's answer
         return {"gpu_name": self.name, "compute_capability": f"{self.cc[0]}.{self.cc[1]}",
@@ -74,14 +83,18 @@ class Driver:
     # memory
     def alloc(self, nbytes: int) -> int:
         with self.lock:
+            if self.memory_limit is not None and sum(self._allocated.values()) + nbytes > self.memory_limit:
+                raise CudaMemoryError("cuMemAlloc failed: out of memory")
             address = next(self._next_address)
             self.memory[address] = np.zeros(max(nbytes, 1), np.uint8)
+            self._allocated[address] = nbytes
             self.live["device"] += 1
             return address
 
     def free(self, address: int) -> None:
         with self.lock:
             del self.memory[address]
+            del self._allocated[address]
             self.live["device"] -= 1
 
     def region(self, address: int, nbytes: int) -> np.ndarray:
@@ -252,10 +265,12 @@ def make_pycuda(driver: Driver):
         __index__ = __int__
 
         def free(self):
+            """cuda.hpp device_allocation::free: a second free() throws CUDA_ERROR_INVALID_HANDLE."""
+            if self.freed:
+                raise CudaError("device_allocation::free failed: invalid resource handle")
             ward_context()
-            if not self.freed:
-                driver.free(self.address)
-                self.freed = True
+            driver.free(self.address)
+            self.freed = True
 
     class PagelockedHostAllocation:
         """The .base of pagelocked_empty's array (pycuda doc/driver.rst), with free()."""
@@ -268,9 +283,11 @@ def make_pycuda(driver: Driver):
             driver.live["host"] += 1
 
         def free(self):
-            if not self.freed:
-                self.freed = True
-                driver.live["host"] -= 1
+            """cuda.hpp pagelocked_host_allocation::free: a second free() throws CUDA_ERROR_INVALID_HANDLE."""
+            if self.freed:
+                raise CudaError("pagelocked_host_allocation::free failed: invalid resource handle")
+            self.freed = True
+            driver.live["host"] -= 1
 
     def pagelocked_empty(shape, dtype, order="C", mem_flags=0):
         array = np.asarray(PagelockedHostAllocation(shape, dtype))
@@ -334,6 +351,7 @@ def make_pycuda(driver: Driver):
     cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = memcpy_htod_async, memcpy_dtoh_async
     cuda.memcpy_htod, cuda.memcpy_dtoh = memcpy_htod, memcpy_dtoh
     cuda.Error = cuda.LogicError = CudaError
+    cuda.MemoryError = CudaMemoryError
     cuda.pycuda_stack = pycuda_stack                 # for assertions
     package = types.ModuleType("pycuda")
     package.driver = cuda
@@ -716,6 +734,8 @@ def make_tensorrt(version: str, driver: Driver, ignores_fp16: bool = False, capt
             context = ExecutionContext(self, 0 if major >= 10 or not self.created_any else -1)
             self.created_any = True
             self.contexts.add(context)
+            if driver.on_context_created is not None:
+                driver.on_context_created()
             return context
 
         def create_engine_inspector(self):
@@ -725,17 +745,25 @@ def make_tensorrt(version: str, driver: Driver, ignores_fp16: bool = False, capt
         def __init__(self, engine, profile):
             self.engine, self.profile, self.shapes, self.addresses = engine, profile, {}, {}
             self.calls = {"set_input_shape": 0, "set_tensor_address": 0}
+            self.resources: Optional[tuple] = None       # (generation, shapes) of the layer resources
+            self._generations = itertools.count(1)
 
         def set_optimization_profile_async(self, profile_index, stream_handle):
             """Before 10.0 without PROFILE_SHARING_0806: "each execution context in concurrent use
             must use a separate optimization profile" (NvInferRuntime.h 8.5, IExecutionContext), so a
-            profile held by another live context is refused (returns False). Switching invalidates
-            the input shapes (trt_docs.py IExecutionContext.active_optimization_profile, 8.6)."""
+            profile held by another live context is refused. Switching invalidates the input shapes
+            (trt_docs.py IExecutionContext.active_optimization_profile, 8.6).
+
+            A refusal RAISES: the docstring says ":returns: True if the optimization profile was set
+            successfully", but the binding is PY_ASSERT_RUNTIME_ERROR(setOptimizationProfileAsync(...),
+            "Error in set optimization profile async."); return true; (python/src/infer/pyCore.cpp,
+            lambdas::context_set_optimization_profile_async, identical in 8.5.2, 8.6.1, 10.3, 10.13
+            and main), so Python never sees False."""
             if not 0 <= profile_index < len(self.engine.profiles):
-                return False
+                raise RuntimeError("Error in set optimization profile async.")
             held = any(other is not self and other.profile == profile_index for other in list(self.engine.contexts))
             if held and not self.engine.plan["sharing"]:
-                return False
+                raise RuntimeError("Error in set optimization profile async.")
             self.profile, self.shapes = profile_index, {}
             return True
 
@@ -764,11 +792,31 @@ def make_tensorrt(version: str, driver: Driver, ignores_fp16: bool = False, capt
             inputs = [name for name, (mode, _) in self.engine.io.items() if mode == "INPUT"]
             if self.profile < 0 or set(inputs) - set(self.shapes) or set(self.engine.io) - set(self.addresses):
                 return False
-            if stream_handle in driver.captures and not self.engine.capturable:
+            if driver.on_execute is not None:
+                driver.on_execute()
+            capturing = stream_handle in driver.captures
+            if capturing and not self.engine.capturable:
                 return False
             shapes, addresses = dict(self.shapes), dict(self.addresses)
+            # Layer resources follow the input shapes and are updated at the first enqueue after a
+            # change: "This function will trigger layer resource updates on the next call of
+            # enqueueV2()/executeV2() ... if the shapes are different than the previous set shapes"
+            # and "the first enqueueV2() call after a setInputShapeBinding() call will cause failure
+            # in stream capture due to resource allocation. Please call enqueueV2() once before
+            # capturing the graph" (NvInferRuntime.h 8.5/8.6, IExecutionContext; plugins'
+            # configurePlugin runs then too, IPluginV2DynamicExt). So an update inside a capture fails
+            # it, and a graph captured before an update replays kernels reading resources that are
+            # gone (modelled as the illegal-address error it would be at best).
+            if self.resources is None or self.resources[1] != shapes:
+                if capturing:
+                    return False
+                self.resources = (next(self._generations), shapes)
+            generation = self.resources[0]
 
             def run():
+                if self.resources[0] != generation:
+                    raise CudaError("CUDA_ERROR_ILLEGAL_ADDRESS (700): kernels captured for layer resources of "
+                                    f"shapes {shapes} replayed after TensorRT updated them for {self.resources[1]}")
                 feeds = {name: driver.region(addresses[name], 4 * int(np.prod(shapes[name]))).view(np.float32)
                          .reshape(shapes[name]).copy() for name in inputs}
                 outputs = self.engine.session.run(None, feeds)

@@ -363,7 +363,7 @@ def test_cli_reports_bad_shapes_clearly(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--batch", "0"], "--batch must be >= 1"),
+    (["--batch", "0"], "argument --batch: expected an integer >= 1"),
     (["--histogram", "out.svg"], "PNG"),
     (["--shapes", "audio:2x198x80", "--batch", "3"], "--batch 3 disagrees"),
 ])

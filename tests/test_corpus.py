@@ -105,7 +105,7 @@ def test_make_corpus_cli_and_bad_arguments(tmp_path, capsys):
                      "--workers", "1"]) == 0
     assert len(list((tmp_path / "out" / "VideoFlash").glob("*.flv"))) == 1
     assert cli.main(["make-corpus", str(tmp_path / "bad"), "--actors", "0"]) == 2
-    assert "at least 1 actor" in capsys.readouterr().err
+    assert "argument --actors: expected an integer >= 1; got '0'" in capsys.readouterr().err
 
 
 def pooled_features(clips):

@@ -1,24 +1,42 @@
 """`edge-ladder demo` end to end at a tiny size: every stage's file lands where other tools look,
-and a second run resumes instead of redoing the work."""
+a second run with the same settings redoes nothing, and one with other settings redoes exactly
+what they change (issue 14 item 1)."""
 import json
+import shutil
 
 import pytest
 
 from edge_ladder.demo import run_demo
+from edge_ladder.errors import EdgeLadderError
+
+SETTINGS = dict(actors=6, clips_per_actor=6, epochs=2, bench_seconds=0.3, workers=1)
+STAGES = ("corpus", "prepare", "train", "evaluate", "export", "bench")
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    run_demo(out, actors=5, clips_per_actor=6, epochs=2, bench_seconds=0.3, workers=1)
+    run_demo(out, **SETTINGS)
     return out
+
+
+def copy_of(demo_dir, tmp_path):
+    copy = tmp_path / "demo"
+    shutil.copytree(demo_dir, copy)
+    return copy
+
+
+def stamps(root):
+    """{relative path: mtime_ns} of every file the stages wrote."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for name in ("corpus", "features", "run", "export", "bench")
+            for p in (root / name).rglob("*") if p.is_file()}
 
 
 def test_demo_writes_every_stage_in_the_documented_layout(demo_dir):
     for path in ("corpus/AudioWAV", "corpus/VideoFlash", "corpus/processedResults/summaryTable.csv",
                  "features/manifest.json", "features/splits.json", "run/checkpoint.pt", "run/metrics.json",
                  "export/model.onnx", "export/model.fp16.onnx", "export/model.int8.onnx", "export/export.json",
-                 "bench/compare.json", "bench/compare.md", "bench/latency.png", "summary.json"):
+                 "bench/compare.json", "bench/compare.md", "bench/latency.png", "summary.json", "stages.json"):
         assert (demo_dir / path).exists(), path
     metrics = json.loads((demo_dir / "run/metrics.json").read_text())
     for split in ("dev", "test"):
@@ -36,24 +54,88 @@ def test_demo_writes_every_stage_in_the_documented_layout(demo_dir):
     assert summary["params"]["inference"] < summary["params"]["training"]
 
 
-def test_demo_resumes_without_retraining(demo_dir, capsys):
-    checkpoint = demo_dir / "run/checkpoint.pt"
-    before = checkpoint.stat().st_mtime_ns
-    run_demo(demo_dir, actors=5, clips_per_actor=6, epochs=2, bench_seconds=0.2, workers=1)
-    assert checkpoint.stat().st_mtime_ns == before
+def test_demo_rerun_with_equal_settings_redoes_nothing(demo_dir, capsys):
+    """It used to skip training only: evaluate, export and bench ran again (11 of 16 s)."""
+    before = stamps(demo_dir)
+    summary = json.loads((demo_dir / "summary.json").read_text())
+    capsys.readouterr()
+    again = run_demo(demo_dir, **SETTINGS)
     out = capsys.readouterr().out
-    assert "skipping training" in out and "5 actors" in out
+    for stage in STAGES:
+        assert f"{stage}: up to date (same settings, inputs and outputs as recorded in" in out, stage
+    assert "6 actors" in out and "pruned:" not in out and "=== 6/6" in out
+    assert stamps(demo_dir) == before                                   # no file rewritten
+    assert again["test_macro_f1"] == summary["test_macro_f1"] and again["speedup"] == summary["speedup"]
+
+
+def test_demo_with_other_settings_redoes_what_they_change(demo_dir, tmp_path, capsys):
+    """`demo --actors 6 --epochs 2` then `--actors 8 --epochs 4` printed "4 epochs", skipped training and
+    scored the 2-epoch model, trained on other splits, on the new split with the old metrics.json."""
+    import torch
+    from edge_ladder.features import read_manifest
+    from edge_ladder.runtime.sidecar import sha256_file
+    from edge_ladder.train import features_identity
+    copy = copy_of(demo_dir, tmp_path)
+    capsys.readouterr()
+    result = run_demo(copy, **{**SETTINGS, "actors": 8, "epochs": 4})
+    out = capsys.readouterr().out
+    assert "corpus: changed since stages.json: settings.actors 6 -> 8" in out
+    assert "settings.epochs 2 -> 4" in out and "skipping training" not in out and "up to date" not in out
+    assert len({clip["actor"] for clip in read_manifest(copy / "features")["clips"]}) == 8
+    checkpoint = torch.load(copy / "run/checkpoint.pt", weights_only=True)
+    assert checkpoint["train_config"]["epochs"] == 4
+    assert checkpoint["data"]["features"] == features_identity(copy / "features")   # trained on the new splits
+    metrics = json.loads((copy / "run/metrics.json").read_text())
+    assert len(metrics["history"]) == 4
+    assert result["test_macro_f1"]["pytorch_av"] == metrics["test"]["macro_f1"]
+    exported = json.loads((copy / "export/export.json").read_text())
+    assert exported["checkpoint"]["sha256"] == sha256_file(copy / "run/checkpoint.pt")
+    assert exported["evaluation"]["torch"]["n"] == sum(c["actor"] in checkpoint["data"]["actors"]["test"]
+                                                      for c in read_manifest(copy / "features")["clips"])
+    compare = json.loads((copy / "bench/compare.json").read_text())
+    assert compare["runs"][0]["model"] == str(copy / "run/checkpoint.pt")
+    # only the bench's own setting changed: only the bench runs again
+    before = stamps(copy)
+    run_demo(copy, **{**SETTINGS, "actors": 8, "epochs": 4, "bench_seconds": 0.2})
+    out = capsys.readouterr().out
+    assert "bench: changed since stages.json: settings.bench_seconds 0.3 -> 0.2" in out
+    assert all(f"{stage}: up to date" in out for stage in STAGES[:-1])
+    changed = {path for path, stamp in stamps(copy).items() if before.get(path) != stamp}
+    assert changed == {"bench/compare.json", "bench/compare.md", "bench/latency.png"}
+
+
+def test_demo_resumes_an_interrupted_stage_and_refuses_what_it_did_not_record(demo_dir, tmp_path, capsys):
+    copy = copy_of(demo_dir, tmp_path)
+    stages = json.loads((copy / "stages.json").read_text())
+    stages["train"]["done"] = False                      # as a Ctrl-C during training leaves it
+    (copy / "stages.json").write_text(json.dumps(stages))
+    checkpoint = (copy / "run/checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    run_demo(copy, **SETTINGS)
+    out = capsys.readouterr().out
+    assert "train: resuming an interrupted run with the same settings" in out
+    assert (copy / "run/checkpoint.pt").read_bytes() == checkpoint          # last.pt: 2 of 2 epochs done
+    assert "export: up to date" in out
+    # a directory stages.json has no record of (an older demo) is not mixed in
+    (copy / "stages.json").unlink()
+    with pytest.raises(EdgeLadderError, match=r"corpus exists but .*stages.json has no record.*--force"):
+        run_demo(copy, **SETTINGS)
+    # an output changed behind the demo's back is made again
+    (copy / "stages.json").write_text(json.dumps(stages))
+    shutil.rmtree(copy / "bench")
+    run_demo(copy, **SETTINGS)
+    assert "bench: its outputs are not those recorded" in capsys.readouterr().out
+    assert (copy / "bench/compare.json").exists()
 
 
 def test_demo_without_an_int8_file_says_why(demo_dir, tmp_path, monkeypatch, capsys):
     """export refuses int8 (here: an impossible accuracy bar): the demo benches the other three and
     summary.json records why there is no int8 file."""
-    import shutil
     from edge_ladder.export import parity
-    copy = tmp_path / "demo"
-    shutil.copytree(demo_dir, copy)
+    copy = copy_of(demo_dir, tmp_path)
+    shutil.rmtree(copy / "export")                       # export runs again (its outputs are gone)
     monkeypatch.setattr(parity, "INT8_MAX_PROB_ERROR", 0.0)
-    run_demo(copy, actors=5, clips_per_actor=6, epochs=2, bench_seconds=0.2, workers=1)
+    run_demo(copy, **SETTINGS)
     assert "model.int8.onnx  not written: ParityError" in capsys.readouterr().out
     assert not (copy / "export/model.int8.onnx").exists()
     summary = json.loads((copy / "summary.json").read_text())

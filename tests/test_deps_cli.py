@@ -38,3 +38,19 @@ def test_cli_reports_user_errors_without_a_traceback(tmp_path):
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert done.stderr.strip(), "an error message is expected"
+
+
+def test_ctrl_c_claims_saved_work_only_where_a_rerun_continues(monkeypatch, capsys):
+    """The generic message said "completed work was saved (re-run to resume where supported)" for
+    every command; `train` now says what it saved itself (tests/test_train.py)."""
+    from edge_ladder import prepare, synthetic
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(synthetic, "run", interrupted)
+    monkeypatch.setattr(prepare, "run", interrupted)
+    assert cli.main(["make-features", "OUT"]) == 130
+    error = capsys.readouterr().err
+    assert error == "edge-ladder make-features: interrupted\n"
+    assert cli.main(["prepare", "CREMA", "--out", "F"]) == 130
+    assert "re-run the same command to continue" in capsys.readouterr().err

@@ -147,4 +147,18 @@ def test_build_engine_cli_refuses_zero_contexts_before_anything_else(tmp_path):
     done = subprocess.run([sys.executable, "-m", "edge_ladder", "build-engine", str(tmp_path / "none.onnx"),
                            "--out", str(tmp_path / "x.engine"), "--contexts", "0"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "--contexts must be at least 1" in done.stderr
+    assert "argument --contexts: expected an integer >= 1 (threads that may run the engine at once)" in done.stderr
+
+
+def test_inspecting_an_engine_whose_profile_tensorrt_refuses_is_a_build_error(monkeypatch, tmp_path):
+    """set_optimization_profile_async raises RuntimeError on a refusal (pyCore.cpp, modelled by the
+    stand-in): inspect_engine turns it into EngineBuildError naming the profile."""
+    standin = install(monkeypatch, "8.5.2.2")
+    _, engine_path, sidecar, _ = build(tmp_path, contexts=2)
+    trt = standin.trt
+    built = trt.Runtime(trt.Logger()).deserialize_cuda_engine(engine_path.read_bytes())
+    held = built.create_execution_context()                     # holds profile 0
+    opt = {name: tuple(dims["opt"]) for name, dims in sidecar["profiles"][0].items()}
+    with pytest.raises(engine.EngineBuildError, match="could not create an execution context on profile 0"):
+        engine.inspect_engine(trt, built, opt)
+    del held

@@ -72,3 +72,32 @@ def test_numpy_modules_import_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "needs True"
+
+
+def test_chance_level_is_a_binomial_test_against_the_majority_class():
+    from edge_ladder.metrics import chance_level, chance_warning
+    stuck = np.zeros((6, 6), int)
+    stuck[:, 2] = 8                                              # every clip answered FEA
+    check = chance_level(stuck)
+    assert check["at_chance"] is True and check["classes_predicted"] == ["FEA"] and check["accuracy"] == 1 / 6
+    assert chance_warning(check, "dev split").startswith("WARNING: the model is at chance level on the dev split")
+    learned = np.eye(6, dtype=int) * 8
+    learned[0, 1] = 2
+    check = chance_level(learned)
+    assert check["at_chance"] is False and check["p_value"] < 1e-10 and chance_warning(check, "dev split") == ""
+    # 12 clips, 2 per class, chance 1/6: 6 right (P(X >= 6) = 0.0079) is learning, 2 right (0.62) is not
+    half = np.zeros((6, 6), int)
+    for i in range(6):
+        half[i, i] = half[i, (i + 1) % 6] = 1
+    check = chance_level(half)
+    assert check["accuracy"] == 0.5 and check["p_value"] == pytest.approx(0.00793, rel=0.01)
+    assert check["at_chance"] is False
+    few = np.zeros((6, 6), int)
+    for i in range(6):
+        few[i, (i + 1) % 6] = 2
+    few[0, 1], few[0, 0] = 1, 1
+    few[1, 2], few[1, 1] = 1, 1
+    check = chance_level(few)
+    assert check["accuracy"] == pytest.approx(2 / 12) and len(check["classes_predicted"]) == 6
+    assert check["p_value"] == pytest.approx(0.6187, rel=0.01) and check["at_chance"] is True
+    assert chance_level(np.zeros((6, 6), int)) == {"clips": 0, "at_chance": None}

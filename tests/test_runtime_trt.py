@@ -50,8 +50,9 @@ def test_tensorrt_buffers_grow_and_graphs_replay(engine_path, tiny_export):
     for use_graph in (False, True):
         model = rt.load(engine_path, use_cuda_graph=use_graph)
         for t_audio, t_video in ((97, 11), (198, 20), (61, 7), (198, 20)):
-            feeds = random_inputs(rng, batch=2, t_audio=t_audio, t_video=t_video)
-            np.testing.assert_allclose(model.predict(feeds).probs, ort_model.predict(feeds).probs, atol=1e-4)
+            for _ in range(3):             # with graphs: plain, then captured + launched, then replayed
+                feeds = random_inputs(rng, batch=2, t_audio=t_audio, t_video=t_video)
+                np.testing.assert_allclose(model.predict(feeds).probs, ort_model.predict(feeds).probs, atol=1e-4)
         model.close()
 
 
@@ -393,14 +394,17 @@ def test_graph_capture_survives_another_threads_synchronous_copy(monkeypatch, tm
 def test_a_capture_the_engine_refuses_falls_back_to_plain_enqueue_with_a_warning(monkeypatch, tmp_path):
     """(7) execute_async_v3 returns False inside the capture (the stand-in's capturable=False: an
     engine with operations a CUDA graph cannot hold): a RuntimeWarning once, right results from
-    plain enqueues, no second capture attempt for those shapes."""
+    plain enqueues, no second capture attempt for those shapes. (The capture is tried on the second
+    call at the same shapes: the first runs plain, see _enqueue.)"""
     standin, model, reference, _ = _standin_model(monkeypatch, tmp_path, trt_options={"capturable": False},
                                                   use_cuda_graph=True)
     rng = np.random.default_rng(3)
-    first, second = (random_inputs(rng, batch=1, t_audio=97, t_video=11) for _ in range(2))
+    first, second, third = (random_inputs(rng, batch=1, t_audio=97, t_video=11) for _ in range(3))
+    np.testing.assert_allclose(model.predict(first).probs, reference.predict(first).probs, atol=1e-6)
+    assert standin.libcuda.captures_begun == 0
     with pytest.warns(RuntimeWarning, match="CUDA graph capture failed .*returned False"):
-        np.testing.assert_allclose(model.predict(first).probs, reference.predict(first).probs, atol=1e-6)
-    np.testing.assert_allclose(model.predict(second).probs, reference.predict(second).probs, atol=1e-6)
+        np.testing.assert_allclose(model.predict(second).probs, reference.predict(second).probs, atol=1e-6)
+    np.testing.assert_allclose(model.predict(third).probs, reference.predict(third).probs, atol=1e-6)
     assert standin.libcuda.captures_begun == 1
     model.close()
 
@@ -462,3 +466,163 @@ def test_the_jetson_extra_asks_for_a_pycuda_that_builds_on_cuda_13():
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     jetson = re.search(r"^jetson = \[(.*)\]$", pyproject, re.MULTILINE).group(1)
     assert '"pycuda>=2025.1.2"' in jetson
+
+
+def test_a_profile_tensorrt_refuses_is_a_context_limit_error_not_a_bare_runtime_error(monkeypatch, tmp_path):
+    """(1) set_optimization_profile_async RAISES RuntimeError("Error in set optimization profile
+    async.") on a refusal, though its docstring promises False (pyCore.cpp PY_ASSERT_RUNTIME_ERROR,
+    8.5-10.x; the stand-in does the same). A context made outside the model holds profile 0 of an
+    8.5 engine: the thread gets ContextLimitError saying so, and the profile goes back to the pool."""
+    from edge_ladder.runtime.trt_backend import ContextLimitError
+    _, model, reference, _ = _standin_model(monkeypatch, tmp_path, "8.5.2.2", build_options={"contexts": 2})
+    foreign = model.engine.create_execution_context()          # the engine's first context: profile 0
+    feeds = random_inputs(np.random.default_rng(7), batch=1)
+    with pytest.raises(ContextLimitError, match="another live execution context of this engine, not made by "
+                                                "this model, holds it.*--contexts N"):
+        model.predict(feeds)
+    del foreign
+    np.testing.assert_allclose(model.predict(feeds).probs, reference.predict(feeds).probs, atol=1e-6)
+    model.close()
+
+
+def test_out_of_gpu_memory_while_growing_a_buffer_leaves_the_model_usable_and_closable(monkeypatch, tmp_path):
+    """(10) pycuda's free() of an already freed allocation throws CUDA_ERROR_INVALID_HANDLE (cuda.hpp
+    device_allocation::free / pagelocked_host_allocation::free; the stand-in too), and mem_alloc
+    raises pycuda's MemoryError when the device is full (8 GB Orin boards). A buffer that cannot grow
+    must leave no freed buffer behind: the call fails with the out-of-memory error, the next one
+    retries, and close() frees everything."""
+    standin, model, reference, _ = _standin_model(monkeypatch, tmp_path)
+    rng = np.random.default_rng(8)
+    small, large = random_inputs(rng, batch=1, t_audio=60, t_video=5), random_inputs(rng, batch=2, t_audio=190, t_video=19)
+    model.predict(small)
+    standin.driver.memory_limit = sum(standin.driver._allocated.values()) + 4096      # no room to grow
+    with pytest.raises(standin.cuda.MemoryError, match="out of memory"):
+        model.predict(large)
+    standin.driver.memory_limit = None
+    np.testing.assert_allclose(model.predict(large).probs, reference.predict(large).probs, atol=1e-6)
+    np.testing.assert_allclose(model.predict(small).probs, reference.predict(small).probs, atol=1e-6)
+    model.close()
+    assert standin.driver.live == {"stream": 0, "event": 0, "device": 0, "host": 0}
+    assert standin.driver.primary_retains == 0
+
+
+def test_a_cuda_graph_is_replayed_only_while_the_context_keeps_its_shapes(monkeypatch, tmp_path):
+    """(7) TensorRT updates a context's layer resources at the first enqueue after an input shape
+    change (NvInferRuntime.h 8.5/8.6: "will trigger layer resource updates on the next call of
+    enqueueV2() ... if the shapes are different than the previous set shapes"; the stand-in models
+    it). A graph captured at shapes A and replayed after a run at shapes B would read resources
+    laid out for B. Alternating A, A, B, A, A: every result right; graphs only for runs of equal
+    shapes; the first call at new shapes runs plain (that is the enqueue the capture needs first)."""
+    standin, model, reference, _ = _standin_model(monkeypatch, tmp_path, use_cuda_graph=True)
+    rng = np.random.default_rng(9)
+    # B smaller than A: its buffers fit in A's, so no reallocation drops A's graph on the way
+    a, b = random_inputs(rng, batch=1, t_audio=150, t_video=11), random_inputs(rng, batch=1, t_audio=97, t_video=11)
+    for feeds in (a, a, a, b, a, a, a):
+        np.testing.assert_allclose(model.predict(feeds).probs, reference.predict(feeds).probs, atol=1e-6)
+    assert standin.libcuda.captures_begun == 2              # the 2nd A and the 2nd A after B
+    model.close()
+
+
+def test_close_waits_for_calls_in_flight_and_refuses_new_ones(monkeypatch, tmp_path):
+    """close() from one thread while another is inside predict(): it must not free that thread's
+    context, stream and buffers under it (the call would then copy from freed device memory).
+    close() waits for the call to end; a call that starts meanwhile gets the clear "closed"
+    error; afterwards everything is freed and the primary context released."""
+    standin, model, reference, _ = _standin_model(monkeypatch, tmp_path)
+    feeds = random_inputs(np.random.default_rng(10), batch=1)
+    inside, go = threading.Event(), threading.Event()
+
+    def hold():
+        if threading.current_thread().name == "busy":
+            inside.set()
+            go.wait(10)
+    standin.driver.on_execute = hold
+    outcome = {}
+
+    def busy():
+        try:
+            outcome["probs"] = model.predict(feeds).probs
+        except Exception as error:                  # reported below
+            outcome["error"] = error
+    worker = threading.Thread(target=busy, name="busy")
+    worker.start()
+    assert inside.wait(10)
+    closer = threading.Thread(target=model.close)
+    closer.start()
+    closer.join(0.5)
+    assert closer.is_alive()                                     # waiting for the call in flight
+    late = {}
+    latecomer = threading.Thread(target=lambda: late.setdefault("error", pytest.raises(rt.ModelLoadError,
+                                                                                       model.predict, feeds)))
+    latecomer.start()
+    latecomer.join()
+    assert "closed" in str(late["error"].value)
+    go.set()
+    worker.join()
+    closer.join(10)
+    assert not closer.is_alive() and "error" not in outcome, outcome
+    np.testing.assert_allclose(outcome["probs"], reference.predict(feeds).probs, atol=1e-6)
+    assert standin.driver.live == {"stream": 0, "event": 0, "device": 0, "host": 0}
+    assert standin.driver.primary_retains == 0
+    with pytest.raises(rt.ModelLoadError, match="closed"):
+        model.predict(feeds)
+
+
+def test_two_threads_starting_together_on_8_5_both_get_their_profile(monkeypatch, tmp_path):
+    """(1) Before 10.0 the engine's FIRST execution context takes profile 0 implicitly
+    (NvInferRuntime.h 8.5 ICudaEngine::createExecutionContext; the stand-in too). Thread A takes
+    profile 0 from the pool, thread B profile 1; if B creates the engine's first context and A
+    selects profile 0 before B has switched to 1, TensorRT refuses A. (Mic and camera callbacks
+    of a Stream start exactly like this.) Taking a profile, creating the context and selecting the
+    profile must be one step; the interleaving is forced with hooks (each waits at most 0.5 s)."""
+    standin, model, reference, _ = _standin_model(monkeypatch, tmp_path, "8.5.2.2", build_options={"contexts": 2})
+    b_created, a_done = threading.Event(), threading.Event()
+    real_new_stream = model.gpu.new_stream
+
+    def new_stream():
+        if threading.current_thread().name == "A":       # A holds profile 0: let B create a context first
+            b_created.wait(0.5)
+        return real_new_stream()
+
+    def context_created():
+        if threading.current_thread().name == "B":       # B's context exists, profile not yet selected
+            b_created.set()
+            a_done.wait(0.5)
+    monkeypatch.setattr(model.gpu, "new_stream", new_stream)
+    standin.driver.on_context_created = context_created
+    feeds = random_inputs(np.random.default_rng(11), batch=1)
+    outcome = {}
+
+    def run(name):
+        try:
+            outcome[name] = model.predict(feeds).probs
+        except Exception as error:                     # reported below
+            outcome[name] = error
+        finally:
+            if name == "A":
+                a_done.set()
+    a = threading.Thread(target=run, args=("A",), name="A")
+    a.start()
+    while not model._pool._held:                         # A has taken profile 0
+        threading.Event().wait(0.001)
+    b = threading.Thread(target=run, args=("B",), name="B")
+    b.start()
+    a.join()
+    b.join()
+    want = reference.predict(feeds).probs
+    for name in "AB":
+        assert isinstance(outcome[name], np.ndarray), f"thread {name}: {outcome[name]!r}"
+        np.testing.assert_allclose(outcome[name], want, atol=1e-6)
+    model.close()
+
+
+def test_close_inside_the_models_own_active_block(monkeypatch, tmp_path):
+    """close() from inside `with model.active():` (e.g. a front-end's shutdown path) releases the
+    primary context there; leaving the block must not pop a context pycuda no longer holds
+    (cuda.hpp context::pop throws "cannot pop non-current context" on an empty stack)."""
+    standin, model, _, _ = _standin_model(monkeypatch, tmp_path)
+    model.predict(random_inputs(np.random.default_rng(12), batch=1))
+    with model.active():
+        model.close()
+    assert standin.driver.primary_retains == 0 and standin.driver.stack() == [] and standin.cuda.pycuda_stack() == []
+    assert standin.driver.live == {"stream": 0, "event": 0, "device": 0, "host": 0}

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .. import EMOTIONS
+from ..argtypes import NON_NEGATIVE_INT, POSITIVE_INT
 from ..errors import EdgeLadderError
 
 AUDIO_SUFFIXES = (".wav",)
@@ -44,8 +45,8 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default=None,
                         help="default: from the file suffix (.onnx -> onnxruntime, .engine -> tensorrt)")
     command.add_argument("--json", action="store_true", help="print JSON (one object per clip)")
-    command.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default min(4, cores))")
-    command.add_argument("--device", type=int, default=0, help="tensorrt: CUDA device index (default 0)")
+    command.add_argument("--threads", type=POSITIVE_INT, default=None, help="onnxruntime intra-op threads (default min(4, cores))")
+    command.add_argument("--device", type=NON_NEGATIVE_INT, default=0, help="tensorrt: CUDA device index (default 0)")
     command.add_argument("--use-cuda-graph", action="store_true", help="tensorrt: replay each input shape as a CUDA graph")
     command.add_argument("--no-verify-sidecar", action="store_true",
                         help="tensorrt: load an engine without MODEL.engine.json checks (trusted engines only)")
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     pairs = find_pairs(Path(args.input))
     rows, correct, labelled = [], 0, 0
-    for clip_id, wav, video in tqdm(pairs, desc="infer", unit="clip", disable=args.json):
+    for clip_id, wav, video in tqdm(pairs, desc="infer", unit="clip", disable=True if args.json else None):
         out = predict_files(model, wav, video, detector)
         truth = true_label(clip_id)
         if truth is not None:

@@ -52,7 +52,8 @@ class PrimaryContext:
         ctx = PrimaryContext(0)
         with ctx.active():
             ...  # allocations, copies, TensorRT calls
-        ctx.release()     # once, from any thread
+        ctx.close(free)   # once, from any thread: waits for other threads' active() blocks,
+                          # refuses new ones, runs free() with the context current, releases it
 
     Identity for the engine sidecar: name, compute_capability, sm_count, memory_mib (every Orin
     module reports the name "Orin"; the SM count and memory tell an AGX 64 GB from an NX 8 GB).
@@ -70,6 +71,10 @@ class PrimaryContext:
         self.context = self.device.retain_primary_context()
         self._released = False
         self._release_lock = threading.Lock()
+        self._users = threading.Condition()          # guards _active / _closing
+        self._active = 0                             # active() blocks open now, all threads
+        self._closing = False
+        self._depth = threading.local()              # this thread's open active() blocks
 
     @property
     def name(self) -> str:
@@ -93,14 +98,47 @@ class PrimaryContext:
 
     @contextlib.contextmanager
     def active(self):
-        """Make the primary context current in this thread for the block, then restore."""
-        if self._released:
-            raise ModelLoadError("this model was closed; load it again.")
-        self.context.push()
+        """Make the primary context current in this thread for the block, then restore. Refused
+        (ModelLoadError) once close() has begun."""
+        with self._users:
+            if self._released or self._closing:
+                raise ModelLoadError("this model was closed; load it again.")
+            self._active += 1
+        self._depth.n = getattr(self._depth, "n", 0) + 1
         try:
-            yield self
+            self.context.push()
+            try:
+                yield self
+            finally:
+                if not self._released:               # closed inside this block: release() left nothing to pop
+                    self.cuda.Context.pop()
         finally:
-            self.cuda.Context.pop()
+            self._depth.n -= 1
+            with self._users:
+                self._active -= 1
+                self._users.notify_all()
+
+    def close(self, free: Optional[Callable[[], None]] = None) -> None:
+        """Shut down from any thread: new active() blocks are refused from now on, the open ones of
+        other threads (calls in flight) are waited for, then free() runs with the context current
+        (per-thread states, engines: whatever must go while it exists) and the context is released
+        (`release`). A thread that calls close() inside its own active() block is not waited for.
+        Later calls, and calls while another thread closes, return at once."""
+        with self._users:
+            if self._released or self._closing:
+                return
+            self._closing = True
+            own = getattr(self._depth, "n", 0)
+            self._users.wait_for(lambda: self._active <= own)
+        try:
+            if free is not None:
+                self.context.push()
+                try:
+                    free()
+                finally:
+                    self.cuda.Context.pop()
+        finally:
+            self.release()
 
     def release(self) -> None:
         """Drop our reference to the primary context, exactly once, from any thread.
@@ -169,11 +207,18 @@ class PerThread(Generic[Freeable]):
             return [thread for thread, _ in self._owned]
 
     def free_all(self) -> None:
-        """Free every thread's object."""
+        """Free every thread's object; one that fails to free does not keep the others (the first
+        error is raised after all were tried)."""
         with self._lock:
-            for _, item in self._owned:
+            owned, self._owned = self._owned, []
+        errors = []
+        for _, item in owned:
+            try:
                 item.free()
-            self._owned.clear()
+            except Exception as error:              # raised below, after the rest are freed
+                errors.append(error)
+        if errors:
+            raise errors[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,8 +56,11 @@ def check_available(model) -> None:
 
 class _Scratch:
     """One thread's device scratch buffers (PCM, camera frame), grown on demand, and its two
-    timing events. Created and freed with the model's context current: pycuda destroys an
-    event only from the thread that made the context, so events are made once and kept."""
+    timing events, made once and reused. Created and freed with the model's context current:
+    pycuda destroys an event, stream or allocation only where its context is current (or can be
+    made current: the thread that created the context), else it leaks it (cuda.hpp
+    scoped_context_activation, CUDAPP_CATCH_CLEANUP_ON_DEAD_CONTEXT). Close the front-end before
+    its model: after model.close() the context is gone for this process's objects."""
 
     def __init__(self, cuda):
         self.buffers: Dict[str, object] = {}

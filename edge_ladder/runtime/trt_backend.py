@@ -5,7 +5,7 @@
     per thread: one IExecutionContext on its own optimisation profile where TensorRT needs that
             (below), one non-blocking CUDA stream, CUDA events, page-locked host buffers and
             device buffers, allocated on first use and grown only when a larger shape arrives;
-            optional CUDA graphs, one per fixed set of input shapes
+            optional CUDA graph, for the input shapes the context holds (dropped when they change)
     per call: primary context pushed -> set_input_shape / set_tensor_address where the shapes or
             buffers changed -> async H2D -> execute_async_v3 (or graph launch) -> async D2H ->
             synchronise -> context popped
@@ -21,8 +21,9 @@ engine creates gets profile 0 implicitly. TensorRT 8.6 can lift that at build ti
     otherwise (8.5; 8.6 engines built without sharing): each thread's context takes a free
             profile among those with `profile`'s shapes (build-engine --contexts N builds N
             identical ones on 8.5), and a thread beyond that gets ContextLimitError naming the fix.
-Every context selects its profile explicitly (set_optimization_profile_async) and the return is
-checked: never a misleading "rejected shape" from a context without a profile.
+Every context selects its profile explicitly (set_optimization_profile_async, through
+`select_profile`: the binding raises RuntimeError where its docstring promises False) and a refusal
+is a ContextLimitError: never a misleading "rejected shape" from a context without a profile.
 
 Device-filled inputs (the CUDA front-end kernels write log-mel frames and face crops straight
 into the engine's input buffers; edge_ladder.runtime.gpu_frontend does this for a window):
@@ -95,6 +96,17 @@ def profiles_shared(tensorrt_version: str, sidecar: Optional[dict]) -> bool:
     return _major(tensorrt_version) >= 10 or bool((sidecar or {}).get("profile_sharing"))
 
 
+def select_profile(context, profile_index: int, stream_handle: int) -> bool:
+    """IExecutionContext.set_optimization_profile_async as a bool. Its docstring says ":returns: True
+    if the optimization profile was set successfully", but the binding raises instead of returning
+    False: PY_ASSERT_RUNTIME_ERROR(self.setOptimizationProfileAsync(...), "Error in set optimization
+    profile async.") (NVIDIA/TensorRT python/src/infer/pyCore.cpp, 8.5.2 through 10.13 and main)."""
+    try:
+        return bool(context.set_optimization_profile_async(profile_index, stream_handle))
+    except RuntimeError:
+        return False
+
+
 class _ProfilePool:
     """The optimisation profiles this model's contexts may take (see the module docstring)."""
 
@@ -103,6 +115,11 @@ class _ProfilePool:
         self._limit_message = limit_message          # (held: {profile: thread name}) -> text
         self._held: Dict[int, str] = {}
         self._lock = threading.Lock()
+        # One thread at a time takes a profile, creates its context and selects the profile: before
+        # 10.0 the engine's first context holds profile 0 implicitly until it selects another
+        # ("The first execution context created will call setOptimizationProfile(0) implicitly",
+        # NvInferRuntime.h 8.5), so a thread selecting 0 meanwhile would be refused.
+        self.setup = threading.Lock()
 
     def acquire(self) -> int:
         if self.shared:
@@ -127,7 +144,11 @@ class _DeviceBuffer:
         self.dtype = np.dtype(dtype)
         self.capacity = max(1, n_elements)
         self.host = cuda.pagelocked_empty(self.capacity, self.dtype)
-        self.device = cuda.mem_alloc(self.capacity * self.dtype.itemsize)
+        try:
+            self.device = cuda.mem_alloc(self.capacity * self.dtype.itemsize)
+        except BaseException:                        # out of GPU memory: no page-locked memory left behind
+            self.host.base.free()
+            raise
 
     def view(self, shape) -> np.ndarray:
         return self.host[:int(np.prod(shape))].reshape(shape)
@@ -165,40 +186,49 @@ class _ThreadState:
     def __init__(self, cuda, engine, pool: _ProfilePool, new_stream):
         self.prepared: Optional[dict] = None         # shapes device_inputs() set up, for execute_prefilled
         self.pool = pool
-        self.profile = pool.acquire()                # ContextLimitError before anything is allocated
         self.context = None
         self.stream = None
-        try:
-            self.stream = new_stream()
-            self.context = engine.create_execution_context()
-            if self.context is None:
-                raise ModelLoadError("TensorRT could not create an execution context (out of GPU memory?).")
-            # always explicit: before 10.0 only an engine's first context gets profile 0 implicitly
-            # ("For other execution contexts, setOptimizationProfile() must be called with unique
-            # profile index", NvInferRuntime.h 8.5); the same stream as every enqueue that follows
-            if not self.context.set_optimization_profile_async(self.profile, self.stream.handle):
-                raise ContextLimitError(f"TensorRT refused optimisation profile {self.profile} for this thread's "
-                                        f"execution context (another live context holds it?).")
-        except BaseException:
-            self.context = self.stream = None
-            pool.release(self.profile)
-            raise
+        with pool.setup:                             # profile, context and selection as one step
+            self.profile = pool.acquire()            # ContextLimitError before anything is allocated
+            try:
+                self.stream = new_stream()
+                self.context = engine.create_execution_context()
+                if self.context is None:
+                    raise ModelLoadError("TensorRT could not create an execution context (out of GPU memory?).")
+                # always explicit: before 10.0 only an engine's first context gets profile 0 implicitly
+                # ("For other execution contexts, setOptimizationProfile() must be called with unique
+                # profile index", NvInferRuntime.h 8.5); the same stream as every enqueue that follows
+                if not select_profile(self.context, self.profile, self.stream.handle):
+                    raise ContextLimitError(f"TensorRT refused optimisation profile {self.profile} for this thread's "
+                                            f"execution context: another live execution context of this engine, "
+                                            f"not made by this model, holds it (TensorRT < 10 without profile "
+                                            f"sharing). Free that context, or rebuild the engine with more "
+                                            f"profiles: `build-engine ... --contexts N`.")
+            except BaseException:
+                self.context = self.stream = None
+                pool.release(self.profile)
+                raise
         self.events = [cuda.Event() for _ in range(4)]    # start, after H2D, after compute, after D2H
         self.buffers: Dict[str, _DeviceBuffer] = {}
-        self.graphs: Dict[tuple, CudaGraph] = {}
+        self.graphs: Dict[tuple, CudaGraph] = {}     # at most one: for the shapes the context holds now
         self.no_graph: set = set()                   # input shapes whose capture failed: plain enqueue
+        self.warm: Optional[tuple] = None            # shapes of the last plain enqueue, none changed since
         self.bound_shapes: Optional[dict] = None     # input shapes the context holds now
         self.bound_outs: Optional[dict] = None       # their outputs {name: (buffer, shape)}
         self.addresses: Dict[str, int] = {}          # tensor -> device address the context holds
 
     def buffer(self, cuda, name: str, dtype, shape) -> _DeviceBuffer:
-        """The buffer for `name`, grown (and graphs dropped: addresses change) when too small."""
+        """The buffer for `name`, grown (and graphs dropped: addresses change) when too small. The
+        old buffer leaves `buffers` before it is freed: if the larger allocation fails (pycuda's
+        MemoryError), no freed buffer stays behind to be freed again (pycuda's free() of a freed
+        allocation throws) by the next call or by close()."""
         n = int(np.prod(shape))
         current = self.buffers.get(name)
         if current is None or current.capacity < n:
             if current is not None:
-                current.free()
+                del self.buffers[name]
                 self.drop_graphs()
+                current.free()
             self.buffers[name] = _DeviceBuffer(cuda, dtype, n)
         return self.buffers[name]
 
@@ -256,9 +286,11 @@ class TensorRTModel(Model):
 
     device: CUDA device index. profile: the optimisation profile whose shapes the model serves
     (contexts use it, or on TensorRT < 10 without profile sharing one of the identical profiles,
-    see the module docstring). use_cuda_graph: capture execute_async_v3 in a CUDA graph per
-    distinct set of input shapes (worth it for fixed-shape streaming windows); shapes whose
-    capture fails run without a graph, with a RuntimeWarning. verify_sidecar: refuse engines
+    see the module docstring). use_cuda_graph: capture execute_async_v3 in a CUDA graph once a
+    thread calls twice in a row with the same input shapes, and replay it while they stay the same
+    (worth it for fixed-shape streaming windows; a shape change drops the graph, as TensorRT then
+    updates the context's layer resources); shapes whose capture fails run without a graph, with a
+    RuntimeWarning. verify_sidecar: refuse engines
     built for another TensorRT/GPU or changed since the build (keep True unless you built the
     engine yourself with trtexec).
 
@@ -383,6 +415,12 @@ class TensorRTModel(Model):
         (Polygraphy's TrtRunner skips them the same way)."""
         if state.bound_shapes == shapes:
             return state.bound_outs
+        # TensorRT updates the context's layer resources at the first enqueue after a shape change
+        # (NvInferRuntime.h 8.5/8.6: "will trigger layer resource updates on the next call of
+        # enqueueV2() ... if the shapes are different than the previous set shapes"): a graph
+        # captured at other shapes must never be replayed after that.
+        state.drop_graphs()
+        state.warm = None
         cuda, trt_context = self.cuda, state.context
         before, state.bound_shapes = state.bound_shapes or {}, None      # nothing trusted until all set
         for name, shape in shapes.items():
@@ -484,22 +522,28 @@ class TensorRTModel(Model):
         return make_result(outputs["logits"], outputs["probs"], timings, self.backend)
 
     def _enqueue(self, state: _ThreadState, shapes_key: tuple) -> None:
+        """Plain execute_async_v3, or with use_cuda_graph a graph of it. A graph is captured on the
+        second consecutive call at the same shapes: the first call after a shape change runs plain,
+        which is the enqueue TensorRT needs before a capture ("Please call enqueueV2() once before
+        capturing the graph", NvInferRuntime.h 8.5; trtexec does the same). `_prepare` drops the
+        graph when the shapes change, so alternating shapes run plain, never a stale graph."""
         handle = state.stream.handle
-        if not self.use_cuda_graph or shapes_key in state.no_graph:
-            self._enqueue_plain(state)
-            return
         graph = state.graphs.get(shapes_key)
-        if graph is None:
-            # one plain run first: TensorRT does deferred work after a shape change, which must
-            # not land inside the capture. Its outputs are this call's if the capture fails.
+        if graph is not None:
+            graph.launch(handle)
+            return
+        if not self.use_cuda_graph or shapes_key in state.no_graph or state.warm != shapes_key:
             self._enqueue_plain(state)
-            graph = CudaGraph()
-            if not graph.capture(handle, lambda: state.context.execute_async_v3(handle)):
-                state.no_graph.add(shapes_key)
-                warnings.warn(f"{self.path}: CUDA graph capture failed for input shapes {shapes_key} "
-                              f"({graph.failure}); these shapes run without a graph.", RuntimeWarning, stacklevel=4)
-                return
-            state.graphs[shapes_key] = graph
+            state.warm = shapes_key
+            return
+        graph = CudaGraph()
+        if not graph.capture(handle, lambda: state.context.execute_async_v3(handle)):
+            state.no_graph.add(shapes_key)
+            warnings.warn(f"{self.path}: CUDA graph capture failed for input shapes {shapes_key} "
+                          f"({graph.failure}); these shapes run without a graph.", RuntimeWarning, stacklevel=4)
+            self._enqueue_plain(state)                # nothing of the capture ran: this call's run
+            return
+        state.graphs[shapes_key] = graph
         graph.launch(handle)
 
     def _enqueue_plain(self, state: _ThreadState) -> None:
@@ -507,10 +551,16 @@ class TensorRTModel(Model):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above).")
 
     def close(self) -> None:
+        """Free every thread's state, the engine and the primary context, from any thread. Calls
+        in flight in other threads are waited for; calls that start meanwhile, or after, get
+        ModelLoadError ("closed"). Idempotent."""
         if getattr(self, "engine", None) is None:
             return
-        with self.gpu.active():
-            self._states.free_all()
-            self.engine = None
-            self.runtime = None
-        self.gpu.release()
+
+        def free():
+            try:
+                self._states.free_all()
+            finally:
+                self.engine = None
+                self.runtime = None
+        self.gpu.close(free)
