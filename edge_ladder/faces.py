@@ -41,7 +41,6 @@ CASCADE_WINDOW = 24         # pixels: the training window of the frontal-face ca
 TRACK_FACE_PX = 26          # the region search shrinks the last face to about this side (by a whole
                             # factor, OpenCV's fast area resize): just above the cascade's 24-px window
 TRACK_GROWTH = 1.4          # ... and finds faces up to this factor larger
-TRACK_SCALE_FACTOR = 1.25   # pyramid step of the region search (its 3-4 levels span 24 px .. growth)
 REDETECT_MIN_SHARE = 0.75   # a periodic full-frame search while a face is tracked looks only for faces
                             # at least this share of its size: a smaller one would not replace it (the
                             # largest face is used), and skipping them shrinks the frame further
@@ -161,8 +160,7 @@ class FaceDetector:
         code = self._cv2.COLOR_BGR2GRAY if channel_order != "rgb" else self._cv2.COLOR_RGB2GRAY
         return self._cv2.cvtColor(frame, code)
 
-    def _largest(self, gray: np.ndarray, scale: float, min_side: int, max_side: int = 0,
-                 scale_factor: Optional[float] = None):
+    def _largest(self, gray: np.ndarray, scale: float, min_side: int, max_side: int = 0):
         """Detect in `gray` shrunk by `scale`; the largest face in unshrunk pixels, or None."""
         cv2 = self._cv2
         if scale < 1.0:
@@ -171,7 +169,7 @@ class FaceDetector:
         if min(gray.shape) < min_side:
             return None
         gray = cv2.equalizeHist(gray)
-        found = self._cascade.detectMultiScale(gray, scaleFactor=scale_factor or self.scale_factor,
+        found = self._cascade.detectMultiScale(gray, scaleFactor=self.scale_factor,
                                                minNeighbors=self.min_neighbors, minSize=(min_side, min_side),
                                                maxSize=(max_side, max_side))
         if len(found) == 0:
@@ -215,8 +213,7 @@ class FaceDetector:
         if x1 - x0 < CASCADE_WINDOW * shrink or y1 - y0 < CASCADE_WINDOW * shrink:
             return None
         gray = self._gray(frame[y0:y1, x0:x1], channel_order)
-        found = self._largest(gray, 1.0 / shrink, CASCADE_WINDOW, int(side / shrink * TRACK_GROWTH),
-                              TRACK_SCALE_FACTOR)
+        found = self._largest(gray, 1.0 / shrink, CASCADE_WINDOW, int(side / shrink * TRACK_GROWTH))
         if found is None:
             return None
         fx, fy, fw, fh = found
