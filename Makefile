@@ -11,7 +11,7 @@ DIST   ?= dist
 # torch is pinned: this machine has the 2.13.0 CPU build on disk; an unpinned torch pulls CUDA (GBs).
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test kernels bench wheel clean
+.PHONY: setup demo test kernels bench bench-stream wheel clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,12 @@ test: setup kernels
 
 bench: setup kernels
 	$(BIN)/python -m pytest benchmarks --benchmark-only
+
+# the live Stream's CPU on a synthetic 720p@30 camera + 16 kHz microphone (README: Streaming on a
+# robot's CPU); run it on an idle machine. Uses (and if needed makes) the demo's model.
+bench-stream: demo
+	$(BIN)/edge-ladder bench $(OUT)/export/model.onnx --stream --camera 1280x720@30 --duration 60 --threads 1 \
+	    --json $(OUT)/bench/stream.json --md $(OUT)/bench/stream.md
 
 # Built from a fresh copy of the sources, so no stale module in setuptools' build/lib can slip in.
 # Needs only the system Python and pip (pip fetches setuptools for the build).

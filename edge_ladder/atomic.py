@@ -3,6 +3,7 @@ runtime uses it too).
 
     atomic_write_bytes(path, data)        bytes -> path
     atomic_write_json(path, obj)          indented JSON -> path
+    atomic_write_png(path, fig)           a matplotlib figure as PNG -> path (closes the figure)
     with atomic_path(path) as tmp:        for writers that need a file name (OpenCV's
         library_writes(tmp)               VideoWriter, ONNX Runtime's quantizer)
 
@@ -90,3 +91,15 @@ def atomic_write_bytes(path, data: bytes) -> None:
 def atomic_write_json(path, obj) -> None:
     """`obj` as indented JSON (keys in insertion order, trailing newline), written atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_write_png(path, fig, **savefig_options) -> Path:
+    """A matplotlib figure rendered as PNG and written atomically; the figure is closed."""
+    import io
+    import matplotlib.pyplot as plt           # the caller has imported matplotlib (lazily) already
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **savefig_options)
+    plt.close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path

@@ -673,8 +673,8 @@ def write_markdown(path, report: dict) -> Path:
 
 def write_histogram(path, report: dict) -> Path:
     """Latency histogram PNG (one translucent histogram per model, shared bins)."""
-    import io
     from ._deps import require
+    from .atomic import atomic_write_png
     matplotlib = require("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -691,12 +691,7 @@ def write_histogram(path, report: dict) -> Path:
     ax.set_title(f"edge-ladder bench, batch {runs[0]['batch']}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return atomic_write_png(path, fig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -713,9 +708,12 @@ def add_arguments(cli: argparse.ArgumentParser) -> None:
     cli.add_argument("--shapes", default=None,
                         help="input shapes, trtexec style: audio:1x198x80,face:1x20x1x48x48 "
                              "(default: a 2 s window; masks and presence follow)")
-    cli.add_argument("--warmup", type=NON_NEGATIVE, default=200.0, help="warm-up time in ms (default 200)")
+    cli.add_argument("--warmup", type=NON_NEGATIVE, default=None,
+                        help="warm-up time in ms (default 200); with --stream: ms of stream fed before timing "
+                             "(default: one window)")
     cli.add_argument("--iterations", type=POSITIVE_INT, default=10, help="at least this many iterations (default 10)")
-    cli.add_argument("--duration", type=NON_NEGATIVE, default=3.0, help="and at least this many seconds (default 3)")
+    cli.add_argument("--duration", type=NON_NEGATIVE, default=None,
+                        help="and at least this many seconds (default 3); with --stream: seconds of stream (default 30)")
     cli.add_argument("--compare", action="store_true",
                         help="run all MODELs interleaved in one process and print speedups vs the first")
     cli.add_argument("--preprocess", action="store_true",
@@ -729,9 +727,71 @@ def add_arguments(cli: argparse.ArgumentParser) -> None:
     cli.add_argument("--histogram", metavar="OUT.png", default=None, help="write a latency histogram PNG")
     cli.add_argument("--tegrastats-interval", type=POSITIVE_INT, default=100,
                         help="tegrastats sampling interval in ms on a Jetson (default 100)")
+    stream = cli.add_argument_group("streaming (--stream): the CPU a live Stream takes, per stage")
+    stream.add_argument("--stream", action="store_true",
+                        help="feed a synthetic camera + microphone to one Stream for --duration seconds and report "
+                             "the share of one core the feed calls take, per stage, and window latency")
+    stream.add_argument("--camera", default=None, metavar="WxH@FPS", help="synthetic camera mode (default 1280x720@30)")
+    stream.add_argument("--window", type=float, default=None, help="Stream window in seconds (default 2.0)")
+    stream.add_argument("--hop", type=float, default=None, help="Stream hop in seconds (default 0.5)")
+    stream.add_argument("--frontend", choices=("numpy", "kernels", "auto"), default=None,
+                        help="Stream front-end (default numpy)")
+    stream.add_argument("--block", type=float, default=None, help="audio block per feed_audio call in ms (default 20)")
+    stream.add_argument("--camera-delay", type=NON_NEGATIVE, default=None,
+                        help="seconds between a frame's capture and its arrival (default 0)")
+    stream.add_argument("--video-latency", type=NON_NEGATIVE, default=None,
+                        help="Stream(video_latency_s=...) (default: Stream's, 0.3 s)")
+    stream.add_argument("--redetect-every", type=POSITIVE_INT, default=None,
+                        help="ticks between full-frame face detections (default: FaceDetector's, 10)")
+
+
+STREAM_ONLY = ("camera", "window", "hop", "frontend", "block", "camera_delay", "video_latency", "redetect_every")
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    """`bench MODEL --stream`: edge_ladder.stream_bench on one model; prints the Markdown report."""
+    import sys
+    from . import stream_bench
+    refused = [flag for flag, used in (("--compare", args.compare), ("--preprocess", args.preprocess),
+                                       ("--batch", args.batch is not None), ("--shapes", args.shapes is not None),
+                                       ("--histogram", args.histogram is not None)) if used]
+    if refused:
+        raise BenchError(f"{', '.join(refused)} {'does' if len(refused) == 1 else 'do'} not apply to --stream (one "
+                         f"Stream, batch 1, its own inputs); drop {'it' if len(refused) == 1 else 'them'}")
+    if len(args.models) != 1:
+        raise BenchError(f"--stream benchmarks one MODEL; got {len(args.models)}. Run it once per model")
+    spec = parse_model_spec(args.models[0], args.backend)
+    if spec.backend == "torch":
+        raise BenchError(f"--stream runs the deployed runtime (ONNX Runtime or TensorRT); {spec.path} is a PyTorch "
+                         f"checkpoint. Export it first: edge-ladder export {spec.path} --out EXPORT_DIR")
+    options = {key: value for key, value in (
+        ("camera", args.camera), ("duration_s", args.duration), ("window_s", args.window), ("hop_s", args.hop),
+        ("frontend_name", args.frontend), ("block_ms", args.block), ("camera_delay_s", args.camera_delay),
+        ("video_latency_s", args.video_latency), ("redetect_every", args.redetect_every)) if value is not None}
+    report = stream_bench.stream_benchmark(spec.path, backend=spec.backend, seed=args.seed,
+                                           threads=1 if args.threads is None else args.threads,
+                                           warmup_s=(args.window or 2.0) if args.warmup is None else args.warmup / 1e3,
+                                           progress=lambda text: print(text, file=sys.stderr), **options)
+    print(stream_bench.markdown(report), end="")
+    if args.json:
+        print(f"wrote {write_json(args.json, report)}")
+    if args.md:
+        atomic_write_bytes(Path(args.md), stream_bench.markdown(report).encode())
+        print(f"wrote {args.md}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stream:
+        return run_stream(args)
+    used = [f"--{name.replace('_', '-')}" for name in STREAM_ONLY if getattr(args, name) is not None]
+    if used:
+        raise BenchError(f"{', '.join(used)} {'applies' if len(used) == 1 else 'apply'} to --stream only; add "
+                         f"--stream or drop {'it' if len(used) == 1 else 'them'}")
+    if args.duration is None:
+        args.duration = 3.0
+    if args.warmup is None:
+        args.warmup = 200.0
     if args.batch is not None and args.batch < 1:
         raise BenchError(f"--batch must be >= 1; got {args.batch}")
     if args.histogram and not str(args.histogram).lower().endswith(".png"):

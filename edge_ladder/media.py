@@ -66,6 +66,25 @@ def read_wav(path) -> tuple[np.ndarray, int]:
     return pcm, rate
 
 
+def open_video(path):
+    """-> (an opened cv2.VideoCapture, the file's frame rate); MediaError (with the fix) for a
+    missing, empty or LFS-stub file, one OpenCV cannot open, or one without a usable frame rate.
+    The caller releases the capture."""
+    path = _check_file(path, "video")
+    cv2 = require("cv2")
+    capture = cv2.VideoCapture(str(path))
+    file_fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0) if capture.isOpened() else 0.0
+    if not capture.isOpened():
+        capture.release()
+        raise MediaError(f"{path}: OpenCV cannot open this video (unsupported or corrupt container). "
+                         f"Check it with `ffprobe {path}`; re-download it if it is truncated.")
+    if not (np.isfinite(file_fps) and 1.0 <= file_fps <= 1000.0):
+        capture.release()
+        raise MediaError(f"{path}: the file does not state a usable frame rate (got {file_fps}); cannot "
+                         f"place its frames in time. Re-encode it with `ffmpeg -i IN -r 30 OUT.flv`.")
+    return capture, file_fps
+
+
 def read_video(path, fps: float = frontend.VIDEO_FPS) -> tuple[np.ndarray, np.ndarray]:
     """A video file -> (frames uint8 (N, H, W, 3) BGR, times (N,) float64 seconds) resampled to `fps`.
 
@@ -76,20 +95,13 @@ def read_video(path, fps: float = frontend.VIDEO_FPS) -> tuple[np.ndarray, np.nd
     Raises MediaError for unreadable files, files without frames, a missing frame rate, or files
     that decode to less than half of the frames their header declares (truncated downloads).
     """
-    path = _check_file(path, "video")
     if not fps > 0:
         raise MediaError(f"fps must be positive; got {fps}.")
     cv2 = require("cv2")
-    capture = cv2.VideoCapture(str(path))
+    capture, file_fps = open_video(path)
+    path = Path(path)
     try:
-        if not capture.isOpened():
-            raise MediaError(f"{path}: OpenCV cannot open this video (unsupported or corrupt container). "
-                             f"Check it with `ffprobe {path}`; re-download it if it is truncated.")
-        file_fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        if not (np.isfinite(file_fps) and 1.0 <= file_fps <= 1000.0):
-            raise MediaError(f"{path}: the file does not state a usable frame rate (got {file_fps}); cannot "
-                             f"place its frames in time. Re-encode it with `ffmpeg -i IN -r 30 OUT.flv`.")
         ratio = file_fps / fps          # decoded frames per output frame
         frames, times = [], []
         index = 0

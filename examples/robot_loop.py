@@ -16,9 +16,11 @@ as JetPack's python3-opencv; pip's opencv-python-headless has none):
         video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1"
 
 The loop is plain Python: the microphone callback (sounddevice-style: called from the audio
-thread with a (frames, 1) int16 block) feeds the stream; the main loop reads camera frames with
-OpenCV and feeds them; every hop a Prediction comes back with its time window. Replace act()
-with your robot's behaviour. Prints one JSON line per prediction.
+thread with a (frames, 1) int16 block) only queues the block, and the main loop queues the camera
+frames it reads with OpenCV; one worker thread feeds both to the stream, so inference never runs
+inside the audio driver's callback (a late callback drops samples). Every hop a Prediction comes
+back with its time window; at the end the last, partial window too. Replace act() with your
+robot's behaviour. Prints one JSON line per prediction.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import argparse
 import json
 import queue
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from edge_ladder.faces import FaceDetector
 from edge_ladder.runtime.stream import Stream
 
 BLOCK = 1024                     # microphone block size in samples (64 ms at 16 kHz)
+MAX_QUEUED_FRAMES = 15           # camera frames waiting for the worker; newer ones are dropped beyond
 VIDEO_SUFFIXES = (".flv", ".mp4", ".avi", ".mkv", ".mov", ".webm")
 SOUNDDEVICE_HINT = ("live mode reads the microphone through sounddevice and PortAudio: pip install sounddevice "
                     "&& sudo apt install libportaudio2 (or replay a recording: --from-files WAV VIDEO)")
@@ -58,8 +62,62 @@ def act(prediction, out=None) -> None:
                           "p": round(float(prediction.probs.max()), 3),
                           "audio": prediction.presence[0], "face": prediction.presence[1],
                           "evidence": prediction.evidence,    # "none": the label is the model's prior
-                          "ms": round(prediction.timings.get("total", 0.0), 2)}) + "\n")
+                          "ms": round(prediction.timings.get("total", 0.0), 2),
+                          **({"partial": True} if prediction.partial else {}),
+                          **({"skipped": prediction.skipped} if prediction.skipped else {})}) + "\n")
     out.flush()
+
+
+class StreamWorker(threading.Thread):
+    """Feeds the stream from a queue in its own thread and acts on every prediction there, so
+    neither the audio driver's callback nor the camera loop ever waits for inference.
+    audio()/frame() only queue (live, camera frames beyond MAX_QUEUED_FRAMES are dropped and
+    counted, audio never; a replay as fast as possible waits instead); finish() flushes the last,
+    partial window and waits; `error` holds what stopped it."""
+
+    def __init__(self, stream, drop_frames: bool = True):
+        super().__init__(name="edge-ladder-stream", daemon=True)
+        self.stream = stream
+        self.events: "queue.Queue" = queue.Queue()
+        self.error = None
+        self.dropped_frames = 0
+        self.drop_frames = drop_frames
+        self._frame_slots = threading.Semaphore(MAX_QUEUED_FRAMES)
+
+    def audio(self, block, t) -> None:            # safe to call from the audio callback
+        self.events.put(("audio", block, t))
+
+    def frame(self, frame, t) -> None:
+        if self._frame_slots.acquire(blocking=not self.drop_frames):
+            self.events.put(("frame", frame, t))
+        else:
+            self.dropped_frames += 1
+
+    def finish(self) -> None:
+        self.events.put(None)
+        self.join()
+        if self.dropped_frames:
+            print(f"robot_loop: dropped {self.dropped_frames} camera frames the stream could not keep up with",
+                  file=sys.stderr)
+        if self.error is not None:
+            raise self.error
+
+    def run(self) -> None:
+        try:
+            while True:
+                event = self.events.get()
+                if event is None:
+                    for prediction in self.stream.flush():
+                        act(prediction)
+                    return
+                kind, item, t = event
+                if kind == "frame":
+                    self._frame_slots.release()
+                feed = self.stream.feed_audio if kind == "audio" else self.stream.feed_frame
+                for prediction in feed(item, t):
+                    act(prediction)
+        except Exception as error:                # reported by finish() in the main thread
+            self.error = error
 
 
 class Microphone:
@@ -225,26 +283,18 @@ def run(args) -> int:
     model = runtime.load(args.model)
     detector = FaceDetector(cascade=args.cascade)       # a missing cascade is an error now, not mid-loop
     stream = Stream(model, window_s=args.window, hop_s=args.hop, smoothing=args.smoothing, detector=detector)
-    predictions: "queue.Queue" = queue.Queue()
-
-    def on_audio(block, t):                    # the microphone callback (audio thread when live)
-        for prediction in stream.feed_audio(block, t=t):
-            predictions.put(prediction)
-
-    def drain():
-        while not predictions.empty():
-            act(predictions.get())
+    worker = StreamWorker(stream, drop_frames=not args.from_files or args.realtime)
+    worker.start()
 
     if args.from_files:
         for kind, item, t in replay(*args.from_files, realtime=args.realtime):
-            if kind == "audio":
-                on_audio(item, t)
-            else:
-                stream.feed_frame(item, t)
-            drain()
+            (worker.audio if kind == "audio" else worker.frame)(item, t)
+            if worker.error is not None:
+                break
+        worker.finish()                         # the last, partial window
         return 0
 
-    mic = Microphone(on_audio)                 # sounddevice + PortAudio, or a clear error
+    mic = Microphone(worker.audio)              # sounddevice + PortAudio, or a clear error; the callback only queues
     try:
         capture = open_camera(args.camera)
     except BaseException:
@@ -253,13 +303,14 @@ def run(args) -> int:
     mic.start()
     try:
         for frame, t in live_frames(capture, args.camera, args.seconds):
-            stream.feed_frame(frame, t)        # detects faces only on frames the 10 fps ticks use
-            drain()
+            worker.frame(frame, t)              # faces are tracked on the frames the 10 fps ticks use
+            if worker.error is not None:
+                break
     except KeyboardInterrupt:
         pass
     finally:
         mic.stop()
-    drain()
+    worker.finish()
     return 0
 
 

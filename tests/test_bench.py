@@ -439,3 +439,69 @@ def test_cli_single_model_with_preprocess_reports_front_end_and_both_latencies(t
     pre = report["stages_ms"]["preprocess"]["mean"]
     model_only = report["latency_ms"]["mean"]
     assert report["latency_with_preprocess_ms"]["mean"] == pytest.approx(pre + model_only, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# bench --stream
+
+
+def test_cli_stream_reports_cpu_share_per_stage_faces_and_latency(tiny_export, tmp_path, capsys):
+    out = tmp_path / "stream.json"
+    md = tmp_path / "stream.md"
+    code = cli_main(["bench", str(tiny_export / "model.onnx"), "--stream", "--camera", "640x360@15", "--duration", "3",
+                     "--warmup", "0", "--window", "1.0", "--json", str(out), "--md", str(md)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "stream" and report["camera"] == "640x360@15" and report["intra_op_threads"] == 1
+    assert set(report["stages_cpu_share"]) == {"audio framing", "log-mel", "detection", "tracking", "crops",
+                                               "model", "other"}
+    assert all(share >= 0 for share in report["stages_cpu_share"].values())
+    # the stages are charged in process CPU inside the feed calls: they add up to (at most) the calls' total
+    assert 0 < report["stages_sum_cpu_share"] <= report["feed_process_cpu_share"] * 1.05 + 1e-4
+    assert report["feed_to_model"] == pytest.approx(report["feed_process_cpu_share"] / report["model_cpu_share"])
+    assert report["windows"] == 5 and report["windows_per_s"] == pytest.approx(5 / 3)   # 1 s windows, 0.5 s hop
+    assert report["faces"]["windows_with_face"] >= 0.95 and report["faces"]["tracker"]["region"] > 0
+    assert report["latency_ms"]["p99"] >= report["latency_ms"]["mean"] > 0 and "p99" in report["latency_cpu_ms"]
+    assert set(report["met"]) == {"feed_cpu_share", "feed_to_model", "face_windows", "latency_p99"}
+    assert "env" in report and report["load_average"]["start"] is not None
+    text = capsys.readouterr().out
+    assert "feed calls, thread CPU" in text and "windows with a face" in text and md.read_text().startswith("| measure")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--stream", "--compare"], "--compare does not apply to --stream"),
+    (["--stream", "--batch", "2"], "--batch does not apply to --stream"),
+    (["--camera", "640x480@30"], "--camera applies to --stream only"),
+    (["--stream", "--camera", "640x480"], "is not WIDTHxHEIGHT@FPS"),
+    (["--stream", "--duration", "0.5"], "--duration must be at least 1 s"),
+    (["--stream", "--block", "0"], "--block must be 1-1000 ms"),
+])
+def test_cli_stream_rejects_bad_flags(tiny_export, capsys, argv, needle):
+    assert cli_main(["bench", str(tiny_export / "model.onnx"), *argv]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_cli_stream_refuses_a_checkpoint_and_two_models(tiny_run, tiny_export, capsys):
+    assert cli_main(["bench", str(tiny_run / "checkpoint.pt"), "--stream"]) == 2
+    assert "Export it first: edge-ladder export" in capsys.readouterr().err
+    onnx = str(tiny_export / "model.onnx")
+    assert cli_main(["bench", onnx, onnx, "--stream"]) == 2
+    assert "--stream benchmarks one MODEL; got 2" in capsys.readouterr().err
+
+
+def test_talking_head_shows_a_face_the_detector_finds_at_every_camera_size():
+    from edge_ladder.faces import FaceDetector
+    from edge_ladder.stream_bench import TalkingHead, arrival_order, parse_camera
+    for mode in ("640x480@30", "1280x720@30", "1920x1080@30"):
+        camera = parse_camera(mode)
+        head = TalkingHead(camera, 2.0, seed=1)
+        frame = head.frame(1.3)
+        assert frame.shape == (camera.height, camera.width, 3) and frame.dtype == np.uint8
+        box = FaceDetector().detect(frame)
+        assert box is not None and 0.15 * camera.height < box[3] < 0.45 * camera.height
+    assert head.pcm(2.0).shape == (32000,) and head.pcm(2.0).dtype == np.int16
+    events = arrival_order(1.0, parse_camera("320x240@10"), 1600, camera_delay_s=0.05)
+    assert [e for e in events if e[1] == "audio"][0] == (0.1, "audio", 0)
+    frames = [e for e in events if e[1] == "frame"][:2]
+    assert [e[2] for e in frames] == [0, 1] and [e[0] for e in frames] == pytest.approx([0.05, 0.15])
+    assert [e[0] for e in events] == sorted(e[0] for e in events)

@@ -1,16 +1,20 @@
 """The Haar cascade lookup (faces.find_cascade) on an OpenCV without cv2.data, as JetPack's and apt's
-python3-opencv are, and --cascade / $EDGE_LADDER_CASCADE wherever a detector is built."""
+python3-opencv are, and --cascade / $EDGE_LADDER_CASCADE wherever a detector is built; then
+faces.FaceTracker, the tracking rule prepare, infer and Stream share (full-frame detection on the
+first tick, every redetect_every ticks and when the face is lost; otherwise a search near the last
+box), and what it keeps: faces found on the generated corpus."""
 from __future__ import annotations
 
 import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from edge_ladder import faces  # noqa: E402
+from edge_ladder import faces, media  # noqa: E402
 from edge_ladder.cli import main  # noqa: E402
 from edge_ladder.faces import CASCADE_ENV, DEFAULT_CASCADE, FaceDetector, FaceDetectorError  # noqa: E402
 
@@ -130,3 +134,134 @@ def test_robot_loop_takes_cascade(apt_opencv, cascade_copy, tiny_export, clip, c
     assert "robot_loop.py: error: Haar cascade" in capsys.readouterr().err
     assert robot_loop.main([*argv, "--cascade", str(cascade_copy)]) == 0
     assert '"face": true' in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# the tracking rule
+
+
+@pytest.fixture(scope="module")
+def clip_frames(tiny_corpus):
+    """Model-rate (10 fps) frames of three generated clips."""
+    flvs = sorted((tiny_corpus / "VideoFlash").glob("*.flv"))[:3]
+    return [media.read_video(flv)[0] for flv in flvs]
+
+
+def spy(detector):
+    """Record per call which search ran: 'full' (detect) or 'near' (detect_near)."""
+    calls = []
+    detect, near = detector.detect, detector.detect_near
+    detector.detect = lambda *a, **k: calls.append("full") or detect(*a, **k)
+    detector.detect_near = lambda *a, **k: calls.append("near") or near(*a, **k)
+    return calls
+
+
+def test_tracking_searches_near_the_last_box_between_full_detections(clip_frames):
+    detector = FaceDetector(redetect_every=10)
+    calls = spy(detector)
+    tracker = detector.tracker()
+    kinds = []
+    for frame in np.concatenate(clip_frames):
+        box = tracker.update(frame)
+        assert box is not None
+        kinds.append(tracker.last_kind)
+    assert kinds[0] == "full"
+    fulls = [i for i, kind in enumerate(kinds) if "full" in kind]
+    for previous, current in zip(fulls, fulls[1:]):
+        # periodic every 10 ticks, or the tick the search near the box missed (the face was "lost")
+        assert current - previous == 10 or kinds[current] == "region+full"
+    assert kinds.count("region") >= 0.7 * len(kinds)
+    assert calls.count("near") == tracker.counts["region"] and calls.count("full") == tracker.counts["full"]
+    assert tracker.counts["found"] == len(kinds)
+
+
+def test_a_lost_face_triggers_one_full_detection_then_the_box_is_reused_and_searched(clip_frames):
+    face = clip_frames[0][0]
+    wall = cv2.GaussianBlur(np.random.default_rng(3).integers(0, 255, face.shape, dtype=np.uint8), (0, 0), 6)
+    detector = FaceDetector(redetect_every=10, max_reuse=2)
+    tracker = detector.tracker()
+    first = tracker.update(face)
+    boxes, kinds = [], []
+    for frame in [wall, wall, wall, face]:
+        boxes.append(tracker.update(frame))
+        kinds.append(tracker.last_kind)
+    assert kinds == ["region+full", "region", "region", "region"]        # one full search when lost
+    assert boxes[:3] == [first, first, None] and boxes[3] is not None    # reused for max_reuse ticks
+
+
+def test_no_face_costs_one_full_detection_every_n_ticks():
+    wall = np.full((120, 160, 3), 90, np.uint8)
+    detector = FaceDetector(redetect_every=10)
+    tracker = detector.tracker()
+    boxes = [tracker.update(wall) for _ in range(25)]
+    assert boxes == [None] * 25
+    assert tracker.counts["full"] == 3 and tracker.counts["region"] == 0          # ticks 0, 10, 20
+    every_tick = FaceDetector(redetect_every=1).tracker()
+    [every_tick.update(wall) for _ in range(25)]
+    assert every_tick.counts["full"] == 25
+    tracker.skip(7)                                                              # a camera gap
+    assert tracker.counts["none"] == 32
+
+
+def test_detect_near_finds_the_face_of_a_720p_frame_in_pixels_of_the_frame(clip_frames):
+    small = clip_frames[0][0]
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    frame[100:580, 400:1040] = cv2.resize(small, (640, 480), interpolation=cv2.INTER_LINEAR)
+    detector = FaceDetector()
+    full = detector.detect(frame)
+    assert full is not None
+    moved = (full[0] + 15, full[1] - 10, full[2], full[3])          # the last box, off by a few pixels
+    near = detector.detect_near(frame, moved)
+    assert near is not None
+    np.testing.assert_allclose(near, full, atol=0.15 * full[2])
+    assert detector.detect_near(frame, (1200.0, 10.0, 60.0, 60.0)) is None   # nothing near an empty corner
+
+
+def test_the_tracking_rule_keeps_the_face_found_rate_of_full_detection(tiny_corpus):
+    """Face-found rate on the generated corpus: the old rule (a full-frame detection on every
+    tick, a miss reusing the last box for max_reuse ticks) against tracking: no faces traded
+    for speed."""
+    from edge_ladder.faces import track_boxes
+    flvs = sorted((tiny_corpus / "VideoFlash").glob("*.flv"))
+    detector = FaceDetector()
+    found = {"full-frame every tick": 0, "tracking": 0}
+    total = 0
+    for flv in flvs:
+        frames = media.read_video(flv)[0]
+        old = track_boxes([detector.detect(frame) for frame in frames], detector.max_reuse)
+        found["full-frame every tick"] += sum(box is not None for box in old)
+        found["tracking"] += sum(box is not None for box in detector.track(frames))
+        total += len(frames)
+    rates = {name: count / total for name, count in found.items()}
+    print(f"faces found in {total} ticks of {len(flvs)} generated clips: {rates}")
+    assert rates["tracking"] >= rates["full-frame every tick"] - 0.005 and rates["tracking"] >= 0.99
+
+
+def test_a_periodic_full_detection_looks_only_for_faces_that_could_replace_the_tracked_one(clip_frames):
+    small = clip_frames[0][0]
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    frame[100:580, 400:1040] = cv2.resize(small, (640, 480), interpolation=cv2.INTER_LINEAR)
+    detector = FaceDetector()
+    box = detector.detect(frame)
+    assert detector.detect(frame, min_face=0.75 * box[2]) == pytest.approx(box, abs=0.15 * box[2])
+    assert detector.detect(frame, min_face=1.6 * box[2]) is None            # only faces much larger: none
+    scales = []                                   # the shrink of each full-frame search
+    original = detector._largest
+    detector._largest = lambda gray, scale, *a, **k: (scales.append(scale) if gray.shape == frame.shape[:2] else None,
+                                                      original(gray, scale, *a, **k))[1]
+    tracker = detector.tracker()
+    for _ in range(11):
+        tracker.update(frame)
+    assert tracker.counts["full"] == 2 and tracker.counts["region"] == 9
+    # the first search: 1280 -> 320 px wide; the periodic one shrinks by the whole factor that makes
+    # 0.75x the tracked face the cascade's 24-px window
+    assert scales[0] == 0.25 and scales[1] < 0.25 and (1 / scales[1]).is_integer()
+
+
+def test_detector_settings_are_checked():
+    with pytest.raises(ValueError, match="redetect_every must be >= 1"):
+        FaceDetector(redetect_every=0)
+    with pytest.raises(ValueError, match="search_margin must be > 0"):
+        FaceDetector(search_margin=0)
+    with pytest.raises(ValueError, match="channel_order must be one of bgr, rgb, gray"):
+        FaceDetector().detect(np.zeros((10, 10, 3), np.uint8), channel_order="hsv")

@@ -2,9 +2,13 @@
 
     edge-ladder infer MODEL --audio clip.wav --video clip.flv [--backend B] [--json]
     edge-ladder infer MODEL --input CREMA_D_DIR_OR_FLAT_DIR --csv predictions.csv
+    edge-ladder infer MODEL --audio take.wav --video take.mp4 --window 2.0 --hop 0.5 \
+        [--csv windows.csv] [--json] [--plot take.png]
 
-Features come from edge_ladder.media.clip_features, the same offline front-end `prepare` uses.
-Never imports torch.
+Whole clips: features come from edge_ladder.media.clip_features, the same offline front-end
+`prepare` uses. With --window: the recording runs through the live Stream offline
+(runtime.recording), one row per window (t_start, t_end, label, probs, presence), the last one
+partial. Never imports torch.
 """
 from __future__ import annotations
 
@@ -29,7 +33,15 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--video", metavar="VIDEO", help="video of the same clip (FLV, MP4, ...)")
     command.add_argument("--input", metavar="DIR", help="a CREMA-D-like directory (AudioWAV/ + VideoFlash/) or a "
                                                        "flat directory of NAME.wav + NAME.flv pairs")
-    command.add_argument("--csv", metavar="OUT", help="with --input: write one row per clip to this CSV")
+    command.add_argument("--csv", metavar="OUT", help="with --input: write one row per clip to this CSV; with "
+                                                     "--window: one row per window")
+    command.add_argument("--window", type=float, default=None, metavar="S",
+                        help="predictions over time: run the live Stream offline with this window (seconds, a "
+                             "multiple of 0.1); one row per window, the last one partial")
+    command.add_argument("--hop", type=float, default=None, metavar="S",
+                        help="with --window: seconds between windows (default 0.5, or the window if shorter)")
+    command.add_argument("--plot", metavar="OUT.png", default=None,
+                        help="with --window and one recording: draw the probabilities over time (needs matplotlib)")
     command.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default=None,
                         help="default: from the file suffix (.onnx -> onnxruntime, .engine -> tensorrt)")
     command.add_argument("--json", action="store_true", help="print JSON (one object per clip)")
@@ -100,6 +112,54 @@ def predict_files(model, wav, video, detector=None) -> dict:
     return out
 
 
+def _write_csv(path, rows) -> None:
+    from ..features import atomic_write_bytes
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(Path(path), text.getvalue().encode())
+
+
+def _csv_row(row: dict) -> dict:
+    return {key: (f"{value:.6f}" if key in EMOTIONS else int(value) if isinstance(value, bool) else value)
+            for key, value in row.items()}
+
+
+def run_windows(args, model, detector) -> int:
+    """infer --window: one row per window of each recording (runtime.recording)."""
+    from .recording import plot_timeline, stream_recording, window_rows
+    if args.input:
+        recordings = find_pairs(Path(args.input))
+    else:
+        recordings = [(Path(args.audio or args.video).stem, args.audio, args.video)]
+    all_rows = []
+    for clip_id, wav, video in recordings:
+        predictions = stream_recording(model, wav, video, window_s=args.window, hop_s=args.hop, detector=detector)
+        rows = window_rows(predictions)
+        if args.input:
+            rows = [{"id": clip_id, **row} for row in rows]
+        all_rows += rows
+        if args.json:
+            print(json.dumps({"id": clip_id, "audio": str(wav) if wav else None, "video": str(video) if video else None,
+                              "window_s": args.window, "hop_s": args.hop, "windows": rows}))
+        elif not args.csv:
+            for row in rows:
+                probs = "  ".join(f"{code} {row[code]:.3f}" for code in EMOTIONS)
+                presence = "".join(("A" if row["audio_present"] else "-", "F" if row["face_present"] else "-"))
+                print(f"{clip_id + '  ' if args.input else ''}{row['t_start']:8.2f} {row['t_end']:8.2f}  "
+                      f"{row['label']}  {presence}  {probs}{'  (partial)' if row['partial'] else ''}")
+        if args.plot:
+            plot_timeline(args.plot, rows, title=f"{clip_id}: window {args.window:g} s, hop {args.hop:g} s")
+    if args.csv and all_rows:
+        _write_csv(args.csv, [_csv_row(row) for row in all_rows])
+    if not args.json:
+        notes = [f"{len(all_rows)} windows of {len(recordings)} recording{'s' if len(recordings) != 1 else ''}"]
+        notes += [f"wrote {path}" for path in (args.csv, args.plot) if path]
+        print("; ".join(notes))
+    return 0
+
+
 def true_label(clip_id: str):
     from ..crema import CremaError, parse_name
     try:
@@ -114,12 +174,24 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeLadderError("use either --input DIR or --audio/--video for one clip, not both.")
     if not args.input and not (args.audio or args.video):
         raise EdgeLadderError("nothing to run: pass --audio WAV and/or --video VIDEO, or --input DIR.")
-    if args.csv and not args.input:
-        raise EdgeLadderError("--csv needs --input DIR (it writes one row per clip).")
+    if args.csv and not args.input and args.window is None:
+        raise EdgeLadderError("--csv needs --input DIR (it writes one row per clip) or --window (one row per window).")
+    if args.window is None and (args.hop is not None or args.plot):
+        flags = [flag for flag, used in (("--hop", args.hop is not None), ("--plot", args.plot)) if used]
+        raise EdgeLadderError(f"{', '.join(flags)} need{'s' if len(flags) == 1 else ''} --window S (predictions over "
+                              f"time), e.g. --window 2.0 --hop 0.5.")
+    if args.plot and args.input:
+        raise EdgeLadderError("--plot draws one recording; use it with --audio/--video, not --input DIR.")
+    if args.plot and not str(args.plot).lower().endswith(".png"):
+        raise EdgeLadderError(f"--plot writes a PNG; got {args.plot!r}. Name it e.g. probabilities.png.")
+    if args.window is not None:
+        args.hop = min(0.5, args.window) if args.hop is None else args.hop
     model = load(args.model, args.backend, **model_options(args))
     from ..faces import FaceDetector
     # built before any clip runs, so a missing cascade is one clear error (audio-only runs need none)
     detector = FaceDetector(cascade=args.cascade) if args.video or args.input else None
+    if args.window is not None:
+        return run_windows(args, model, detector)
     if not args.input:
         out = predict_files(model, args.audio, args.video, detector)
         if args.json:
@@ -150,12 +222,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"id": clip_id, **out}))
     if args.csv:
-        from ..features import atomic_write_bytes
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_bytes(Path(args.csv), text.getvalue().encode())
+        _write_csv(args.csv, rows)
     if not args.json:
         summary = f"{len(rows)} clips"
         none = [row["id"] for row in rows if row["evidence"] == "none"]
