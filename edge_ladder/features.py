@@ -15,6 +15,12 @@
                       face_valid (T_v,)        bool     False where no face was found (crop = 0)
 
 Splits are by actor (speaker-independent): no actor is in two of train/dev/test.
+
+Unlabelled features (`prepare DIR --unlabelled`: a robot's own recordings) use the same format
+with "unlabelled": true in manifest.json, "label": -1 and "actor": the recording's name in every
+clip entry (plus "source": the recording file, "start_s": the clip's start in it), and no
+splits.json. `load_unlabelled` reads them (and, for a labelled directory, every clip with its
+label dropped).
 Every file is written atomically (edge_ladder.atomic: temp file + rename, the umask's mode), so
 an interrupted run leaves no half-written clip and can resume.
 """
@@ -89,6 +95,10 @@ def load_split(features_dir: Path, split: str, limit: int | None = None) -> list
     `limit`, at most that many, evenly spread over the split, and only those are read."""
     features_dir = Path(features_dir)
     manifest = read_manifest(features_dir)
+    if is_unlabelled(manifest):
+        raise FeaturesError(f"{features_dir} holds unlabelled clips (prepare --unlabelled): it has no "
+                            f"labels and no {split} split. Pass it to `edge-ladder train LABELLED_FEATURES "
+                            f"--unlabelled {features_dir}`.")
     if split == "all":
         actors = None
     else:
@@ -106,6 +116,30 @@ def load_split(features_dir: Path, split: str, limit: int | None = None) -> list
                               audio=data["audio"].astype(np.float32),
                               face=data["face"].astype(np.float32),
                               face_valid=data["face_valid"].astype(bool)))
+    return clips
+
+
+UNLABELLED = -1           # the label of a clip without one
+
+
+def is_unlabelled(manifest: dict) -> bool:
+    return bool(manifest.get("unlabelled", False))
+
+
+def load_unlabelled(features_dir: Path) -> list[Clip]:
+    """Every clip of a features directory with its label set to UNLABELLED (-1): an unlabelled
+    directory (prepare --unlabelled), or a labelled one whose labels are not to be used."""
+    features_dir = Path(features_dir)
+    manifest = read_manifest(features_dir)
+    clips = []
+    for entry in manifest["clips"]:
+        with np.load(features_dir / entry["file"]) as data:
+            clips.append(Clip(id=entry["id"], actor=str(entry["actor"]), label=UNLABELLED,
+                              audio=data["audio"].astype(np.float32),
+                              face=data["face"].astype(np.float32),
+                              face_valid=data["face_valid"].astype(bool)))
+    if not clips:
+        raise FeaturesError(f"{features_dir}: manifest.json lists no clips. Re-run prepare.")
     return clips
 
 
