@@ -220,7 +220,7 @@ def process_recording(task: dict) -> dict:
         source = {"source": task["video_rel"] or task["wav_rel"]}
         if task["video_rel"] and task["wav_rel"]:
             source["audio_source"] = task["wav_rel"]
-        video_error = None
+        video_error, decoded = None, {"audio": 0.0, "video": 0.0}     # seconds read of each stream
         for c in itertools.count():
             start, end = c * length, (c + 1) * length
             want_audio = round(end * rate) - round(start * rate)
@@ -229,6 +229,8 @@ def process_recording(task: dict) -> dict:
             if ticks is not None and video_error is None:      # video first: a broken video is named as such
                 frames, video_error = _take_frames(ticks, want_video)
             pcm = audio.take(want_audio)
+            decoded["audio"] += pcm.size / rate
+            decoded["video"] += len(frames) / fps
             seconds = min(pcm.size / rate, len(frames) / fps if ticks is not None else math.inf)
             if pcm.size < want_audio or (ticks is not None and len(frames) < want_video):   # the last, partial clip
                 if seconds < max(KEEP_PARTIAL * length, MIN_CLIP_SECONDS):
@@ -253,9 +255,9 @@ def process_recording(task: dict) -> dict:
                 break
         for stream, error in (("video", video_error), ("audio", audio.error)):
             if error is not None and result["clips"]:
-                at = sum(clip["seconds"] for clip in result["clips"])
-                result["warnings"].append(f"{task['name']}: the {stream} stops decoding after {at:.1f} s; kept the "
-                                          f"clips before it: {error}")
+                result["warnings"].append(f"{task['name']}: the {stream} stops decoding after "
+                                          f"{decoded[stream]:.1f} s; kept the {len(result['clips'])} clips before "
+                                          f"it: {error}")
         if not result["clips"]:
             if video_error is not None or audio.error is not None:
                 return _skip(result, *(_category(video_error, "video") if video_error is not None else

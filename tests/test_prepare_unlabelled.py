@@ -232,3 +232,24 @@ def test_names_are_safe_and_distinct(tmp_path):
     assert ids["a b"].startswith("a_b-") and ids["a_b"].startswith("a_b-")
     assert {"x/clip.mp4", "x/clip.mkv"} <= set(ids)
     assert [(s["id"], s["category"]) for s in skipped] == [("y/take", unl.AMBIGUOUS)]
+
+
+def test_truncated_recording_keeps_the_clips_before_the_damage(tmp_path):
+    """A recorder killed mid-file: the clips that decode are kept and the report says where it stopped."""
+    root = tmp_path / "rec"
+    root.mkdir()
+    pcm, frames = talk(7.5, 3)
+    (root / "cut.wav").write_bytes(corpus.wav_bytes(pcm))
+    corpus.write_flv(root / "cut.flv", frames)
+    data = (root / "cut.flv").read_bytes()
+    (root / "cut.flv").write_bytes(data[: len(data) * 45 // 100])
+    decodable = 0
+    try:
+        for _ in media.video_ticks(root / "cut.flv"):
+            decodable += 1
+    except media.TruncatedVideoError:
+        pass
+    summary = unl.prepare_unlabelled(root, tmp_path / "out", workers=1)
+    assert 30 <= decodable < 60 and summary["kept"] == 1          # 3-6 s of video decode: one full clip
+    assert len(summary["warnings"]) == 1 and "truncated" in summary["warnings"][0]
+    assert f"after {decodable / 10:.1f} s" in summary["warnings"][0]
