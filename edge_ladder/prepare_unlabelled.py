@@ -253,6 +253,15 @@ def process_recording(task: dict) -> dict:
                                     "start_s": round(start, 6), "seconds": round(seconds if last else length, 6)})
             if last:
                 break
+        if ticks is not None and video_error is None and audio.error is None:
+            # one stream ends first; a second or more left in the other one is worth saying (a .wav and a
+            # video that did not start and stop together put voice and face out of step)
+            more = {"audio": audio.take(rate).size / rate, "video": len(_take_frames(ticks, int(fps))[0]) / fps}
+            for stream, other in (("audio", "video"), ("video", "audio")):
+                if more[stream] >= 1.0:
+                    result["warnings"].append(f"{task['name']}: the {stream} goes on at least 1 s past the end of "
+                                              f"the {other} ({decoded[other]:.1f} s); only the time both cover was "
+                                              f"used. Do its files start and stop together?")
         for stream, error in (("video", video_error), ("audio", audio.error)):
             if error is not None and result["clips"]:
                 result["warnings"].append(f"{task['name']}: the {stream} stops decoding after "

@@ -112,6 +112,7 @@ def test_recordings_become_clips_by_the_rule(recordings, prepared):
     assert len(memo) == 1 and memo[0]["video_frames"] == 0 and memo[0]["audio_frames"] == 298
     assert summary["face_detected_fraction"] > 0.8          # the generated faces are found
     assert summary["kept"] == 5 and summary["recordings_kept"] == 3 and summary["resumed"] == 0
+    assert summary["warnings"] == []
     skipped = {s["id"]: s for s in summary["skipped"]}
     assert {k: v["category"] for k, v in skipped.items()} == EXPECTED_SKIPS
     assert "NAME.wav" in skipped["day 2/silent"]["reason"] and "no audio track" in skipped["day 2/silent"]["reason"]
@@ -253,3 +254,15 @@ def test_truncated_recording_keeps_the_clips_before_the_damage(tmp_path):
     assert 30 <= decodable < 60 and summary["kept"] == 1          # 3-6 s of video decode: one full clip
     assert len(summary["warnings"]) == 1 and "truncated" in summary["warnings"][0]
     assert f"after {decodable / 10:.1f} s" in summary["warnings"][0]
+
+
+def test_streams_of_different_lengths_are_cut_to_the_shorter_and_said(tmp_path):
+    root = tmp_path / "rec"
+    root.mkdir()
+    pcm, frames = talk(7.5, 4)
+    (root / "take.wav").write_bytes(corpus.wav_bytes(pcm))
+    corpus.write_flv(root / "take.flv", frames[:60])              # 4 s of video beside 7.5 s of audio
+    summary = unl.prepare_unlabelled(root, tmp_path / "out", workers=1)
+    assert summary["kept"] == 1 and summary["dropped_seconds"] == pytest.approx(1.0)
+    assert len(summary["warnings"]) == 1 and "the audio goes on at least 1 s past the end of the video (4.0 s)" \
+        in summary["warnings"][0]
