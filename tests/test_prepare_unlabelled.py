@@ -227,11 +227,13 @@ def test_names_are_safe_and_distinct(tmp_path):
     (tmp_path / "y").mkdir()
     for name in ("y/take.wav", "y/take.mp4", "y/take.flv"):
         (tmp_path / name).write_bytes(b"")
-    recordings, skipped = unl.find_recordings(tmp_path)
+    (tmp_path / "out" / "clips").mkdir(parents=True)       # --out inside DIR: never a recording
+    (tmp_path / "out" / "clips" / "old.wav").write_bytes(b"")
+    recordings, skipped = unl.find_recordings(tmp_path, tmp_path / "out")
     ids = {r["name"]: r["id"] for r in recordings}
     assert len(set(ids.values())) == len(ids) and all(unl.safe_name(i) == i for i in ids.values())
     assert ids["a b"].startswith("a_b-") and ids["a_b"].startswith("a_b-")
-    assert {"x/clip.mp4", "x/clip.mkv"} <= set(ids)
+    assert set(ids) == {"a b", "a_b", "x/clip.mp4", "x/clip.mkv"}
     assert [(s["id"], s["category"]) for s in skipped] == [("y/take", unl.AMBIGUOUS)]
 
 
