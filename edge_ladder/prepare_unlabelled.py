@@ -18,9 +18,9 @@ holds one clip of samples and frames, never a whole recording.
 Cutting: clip c covers [c L, (c + 1) L) seconds (L = --clip-seconds), counted from each stream's
 first sample and frame: audio samples [round(c L 16000), round((c + 1) L 16000)), face ticks
 k = ceil(c L 10) ... ceil((c + 1) L 10) - 1. A recording lasts as long as its shorter stream (a
-second or more left in the other is reported: a pair's files out of step); the
-last partial clip is kept when it lasts at least half of L (both streams trimmed to it), else
-dropped (the report counts the dropped seconds). Clip id: the recording's path relative to DIR,
+second or more left in the other is reported: a pair's files out of step); the last partial
+clip is kept when it lasts at least half of L (both streams trimmed to it), else dropped (the
+report counts the dropped seconds). Clip id: the recording's path relative to DIR,
 without the suffix, in safe characters, + _00000, _00001, ...; actor: that relative name (train
 never splits one recording's clips across roles); "source" and "start_s" say where a clip came from.
 
