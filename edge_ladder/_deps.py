@@ -30,6 +30,8 @@ _KNOWN = {
     "cv2": ("video decoding and the Haar-cascade face detector",
             "pip install opencv-python-headless",
             "JetPack's python3-opencv, or pip install opencv-python-headless"),
+    "av": ("reading the audio track of any recording (prepare --unlabelled: MP4, MKV, FLV, WAV ...)",
+           "pip install av  (or, in a clone of edge-ladder: pip install -e '.[train]')", "pip install av"),
     "matplotlib": ("PNG plots (confusion matrix, latency histogram)",
                    "pip install matplotlib", "pip install matplotlib"),
     "scipy": ("the chance-level test of a trained model (binomial)", "pip install scipy", "pip install scipy"),

@@ -20,7 +20,8 @@ from .errors import EdgeLadderError
 SUBCOMMANDS = {
     "make-corpus": ("edge_ladder.corpus", "generate a small corpus in CREMA-D layout (WAV + FLV + CSVs)"),
     "make-features": ("edge_ladder.synthetic", "write synthetic prepared features (fast, no corpus)"),
-    "prepare": ("edge_ladder.prepare", "CREMA-D directory -> features directory (log-mel + face crops)"),
+    "prepare": ("edge_ladder.prepare", "CREMA-D directory (or, --unlabelled, your own recordings) -> features "
+                                       "directory (log-mel + face crops)"),
     "train": ("edge_ladder.train", "train the cross-modal ladder network"),
     "evaluate": ("edge_ladder.evaluate", "evaluate a checkpoint on a split"),
     "export": ("edge_ladder.export.cli", "checkpoint -> pruned ONNX fp32 + fp16 + int8 (+ export.json)"),

@@ -2,6 +2,8 @@
 
     read_wav(path)                      -> (pcm int16 (n,), sample_rate)
     read_video(path, fps)               -> (frames uint8 (N, H, W, 3) BGR, times (N,) seconds)
+    video_ticks(path, fps)              -> the same frames, one at a time (long recordings)
+    audio_chunks(path), read_audio(path) -> any file's audio track, mono int16 at 16 kHz (PyAV)
     clip_features(wav, flv, detector)   -> (audio (T_a, 80) float32, face (T_v, 48, 48) float32,
                                             face_valid (T_v,) bool)
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import wave
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -94,7 +97,23 @@ def read_video(path, fps: float = frontend.VIDEO_FPS) -> tuple[np.ndarray, np.nd
     N = ceil(n_decoded * fps / file_fps).
     Raises MediaError for unreadable files, files without frames, a missing frame rate, or files
     that decode to less than half of the frames their header declares (truncated downloads).
+    The whole video is held in memory: for long recordings, iterate video_ticks instead.
     """
+    frames = list(video_ticks(path, fps))
+    return np.stack(frames), np.arange(len(frames), dtype=np.float64) / fps
+
+
+class TruncatedVideoError(MediaError):
+    """The video decoded to less than half of the frames its header declares (raised by
+    video_ticks after the frames that did decode)."""
+
+
+def video_ticks(path, fps: float = frontend.VIDEO_FPS) -> Iterator[np.ndarray]:
+    """A video file -> its frames resampled to `fps` (uint8 (H, W, 3) BGR, frame k at time
+    k / fps), one at a time: the rule of read_video (which collects them), with one decoded
+    frame in memory, so an hour-long recording streams.
+    Raises MediaError (before any frame) for unreadable files or a missing frame rate, and, after
+    the frames that decoded, for files without frames or truncated ones (TruncatedVideoError)."""
     if not fps > 0:
         raise MediaError(f"fps must be positive; got {fps}.")
     cv2 = require("cv2")
@@ -103,16 +122,15 @@ def read_video(path, fps: float = frontend.VIDEO_FPS) -> tuple[np.ndarray, np.nd
     try:
         declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         ratio = file_fps / fps          # decoded frames per output frame
-        frames, times = [], []
-        index = 0
+        emitted, index, last = 0, 0, None
         while True:
             ok, frame = capture.read()
             if not ok:
                 break
             # emit every output frame k whose nearest decoded frame is this one
-            while np.floor(len(frames) * ratio + 0.5) == index:
-                frames.append(frame)
-                times.append(len(times) / fps)
+            while np.floor(emitted * ratio + 0.5) == index:
+                yield frame
+                emitted += 1
             index += 1
             last = frame
     finally:
@@ -120,13 +138,69 @@ def read_video(path, fps: float = frontend.VIDEO_FPS) -> tuple[np.ndarray, np.nd
     if index == 0:
         raise MediaError(f"{path}: no video frames could be decoded (empty or truncated file). Re-download it.")
     if declared > 0 and index < 0.5 * declared:
-        raise MediaError(f"{path}: decoded only {index} of the {declared} frames its header declares; the file "
-                         f"is truncated. Re-download it.")
+        raise TruncatedVideoError(f"{path}: decoded only {index} of the {declared} frames its header declares; "
+                                  f"the file is truncated. Re-download it.")
     # output times past the last decoded frame's nearest range but inside the clip: last frame
-    while len(frames) * file_fps < index * fps - 1e-9:
-        frames.append(last)
-        times.append(len(times) / fps)
-    return np.stack(frames), np.asarray(times, dtype=np.float64)
+    while emitted * file_fps < index * fps - 1e-9:
+        yield last
+        emitted += 1
+
+
+AUDIO_HINT = f"Convert it with `ffmpeg -i IN -ac 1 -ar {frontend.SAMPLE_RATE} -c:a pcm_s16le OUT.wav`."
+
+
+class NoAudioTrackError(MediaError):
+    """A media file that opens but holds no audio stream."""
+
+
+def audio_chunks(path, chunk_samples: int = frontend.SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Any audio or video file FFmpeg reads (WAV, FLV, MP4, MKV, ...) -> its first audio track
+    as mono int16 PCM at frontend.SAMPLE_RATE, in chunks of about `chunk_samples` samples
+    (the last one shorter), decoded and resampled with PyAV (FFmpeg's libswresample; a 16 kHz
+    mono 16-bit track passes through unchanged, so a CREMA-D WAV gives read_wav's samples).
+    Samples are counted from the track's first decoded sample. Only one chunk is held in memory.
+    Raises MediaError (LfsPointerError, NoAudioTrackError) for missing, empty, stub, unreadable
+    or audio-less files; a decoding error part-way raises MediaError after the chunks before it."""
+    path = _check_file(path, "audio")
+    av = require("av")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as error:
+        raise MediaError(f"{path}: FFmpeg (PyAV) cannot open it ({error}); check it with `ffprobe {path}`, "
+                         f"re-download it if it is truncated. {AUDIO_HINT}") from None
+    try:
+        if not container.streams.audio:
+            raise NoAudioTrackError(f"{path} has no audio track (streams: "
+                                    f"{', '.join(s.type for s in container.streams) or 'none'}).")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=frontend.SAMPLE_RATE)
+        pending, held = [], 0
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    pending.append(out.to_ndarray().reshape(-1))       # s16 mono: (1, n) -> (n,)
+                    held += pending[-1].size
+                if held >= chunk_samples:
+                    yield np.concatenate(pending).astype(np.int16, copy=False)
+                    pending, held = [], 0
+            for out in resampler.resample(None):                          # flush the resampler
+                pending.append(out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as error:
+            raise MediaError(f"{path}: the audio track stops decoding ({error}); the file is damaged or "
+                             f"truncated. {AUDIO_HINT}") from None
+        if pending:
+            yield np.concatenate(pending).astype(np.int16, copy=False)
+    finally:
+        container.close()
+
+
+def read_audio(path) -> np.ndarray:
+    """A file's first audio track -> mono int16 PCM (n,) at frontend.SAMPLE_RATE (audio_chunks,
+    collected). MediaError when it holds no samples."""
+    chunks = list(audio_chunks(path))
+    if not chunks or sum(c.size for c in chunks) == 0:
+        raise MediaError(f"{path}: the audio track holds no samples.")
+    return np.concatenate(chunks)
 
 
 def audio_features(wav_path) -> np.ndarray:

@@ -11,6 +11,10 @@ file is written atomically. Splits are by actor (features.actor_folds), never by
 
 Outputs: FEATURES_DIR/manifest.json, splits.json, clips/ID.npz and prepare_report.json (every
 skipped file and why).
+
+`prepare DIR --out FEATURES --unlabelled` takes any folder of your own recordings instead (no
+CREMA-D names, no labels, no splits; long recordings cut into --clip-seconds clips): see
+edge_ladder.prepare_unlabelled.
 """
 from __future__ import annotations
 
@@ -231,26 +235,56 @@ def format_summary(summary: dict, max_lines: int = 20) -> str:
     return "\n".join(lines)
 
 
+# CREMA-D-only flags and their defaults (None on the command line: `--unlabelled` refuses them when given)
+LABELLED_DEFAULTS = {"folds": 5, "fold": 0, "labels": "filename", "max_seconds": 10.0, "seed": 0}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("crema_dir", metavar="CREMA_D_DIR", help="CREMA-D root (AudioWAV/, VideoFlash/, or under data/)")
+    from .prepare_unlabelled import CLIP_SECONDS, DEFAULT_CLIP_SECONDS
+    parser.add_argument("crema_dir", metavar="DIR", help="CREMA-D root (AudioWAV/, VideoFlash/, or under data/); "
+                                                         "with --unlabelled, any folder of recordings")
     parser.add_argument("--out", required=True, metavar="FEATURES_DIR", help="features directory to write")
     parser.add_argument("--workers", type=POSITIVE_INT, default=None, help="processes (default: all cores)")
-    parser.add_argument("--folds", type=FOLDS, default=5, help="actor folds k, >= 3 (default 5)")
-    parser.add_argument("--fold", type=NON_NEGATIVE_INT, default=0, help="which fold is the test set; the next is dev (default 0)")
-    parser.add_argument("--labels", choices=LABEL_CHOICES, default="filename",
+    parser.add_argument("--folds", type=FOLDS, default=None, help="actor folds k, >= 3 (default 5)")
+    parser.add_argument("--fold", type=NON_NEGATIVE_INT, default=None, help="which fold is the test set; the next is dev (default 0)")
+    parser.add_argument("--labels", choices=LABEL_CHOICES, default=None,
                         help="intended emotion from the file name (default) or perceived labels from "
                              "processedResults/summaryTable.csv (VoiceVote, FaceVote, MultiModalVote; ties skipped)")
-    parser.add_argument("--max-seconds", type=POSITIVE, default=10.0,
-                        help="skip clips longer than this (CREMA-D's 1064_IEO_DIS_MD lasts about a minute)")
-    parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the actor shuffle for the folds")
+    parser.add_argument("--max-seconds", type=POSITIVE, default=None,
+                        help="skip clips longer than this (default 10; CREMA-D's 1064_IEO_DIS_MD lasts about a minute)")
+    parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=None, help="seed of the actor shuffle for the folds (default 0)")
+    parser.add_argument("--unlabelled", action="store_true",
+                        help="DIR is any folder of your own recordings (NAME.wav + NAME.{flv,mp4,avi,mkv} pairs, "
+                             "videos with their own audio track, searched recursively): unlabelled clips for "
+                             "`train --unlabelled`, no labels, no splits")
+    parser.add_argument("--clip-seconds", type=CLIP_SECONDS, default=None,
+                        help=f"with --unlabelled: cut recordings into clips of this length (default "
+                             f"{DEFAULT_CLIP_SECONDS:g}); a last partial clip is kept if it lasts at least half of it")
     parser.add_argument("--cascade", metavar="PATH", default=None,
                         help="Haar cascade XML for the face detector (default: $EDGE_LADDER_CASCADE, else "
                              "haarcascade_frontalface_default.xml from cv2.data or /usr/share/opencv4/haarcascades)")
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = prepare(args.crema_dir, args.out, workers=args.workers, folds=args.folds, fold=args.fold,
-                      labels=args.labels, max_seconds=args.max_seconds, seed=args.seed, progress=True,
-                      cascade=args.cascade)
+    given = [f"--{name.replace('_', '-')}" for name in LABELLED_DEFAULTS if getattr(args, name) is not None]
+    if args.unlabelled:
+        from . import prepare_unlabelled as unlabelled
+        if given:
+            raise EdgeLadderError(
+                f"{', '.join(given)} do{'es' if len(given) == 1 else ''} not apply to --unlabelled: unlabelled "
+                f"recordings have no labels to read (--labels) and no actor splits (--folds, --fold, --seed; "
+                f"`train --unlabelled` uses every clip), and long recordings are cut into --clip-seconds clips "
+                f"instead of skipped (--max-seconds). Drop {', '.join(given)}.")
+        summary = unlabelled.prepare_unlabelled(
+            args.crema_dir, args.out, workers=args.workers, progress=True, cascade=args.cascade,
+            clip_seconds=args.clip_seconds if args.clip_seconds is not None else unlabelled.DEFAULT_CLIP_SECONDS)
+        print(unlabelled.format_summary(summary))
+        return 0
+    if args.clip_seconds is not None:
+        raise EdgeLadderError("--clip-seconds cuts your own recordings into clips with --unlabelled; CREMA-D clips "
+                              "are used whole (--max-seconds skips long ones). Add --unlabelled or drop --clip-seconds.")
+    options = {name: getattr(args, name) if getattr(args, name) is not None else default
+               for name, default in LABELLED_DEFAULTS.items()}
+    summary = prepare(args.crema_dir, args.out, workers=args.workers, progress=True, cascade=args.cascade, **options)
     print(format_summary(summary))
     return 0
