@@ -66,8 +66,17 @@ class TrainConfig:
     modalities: str = "av"            # av | audio | video: "audio" trains with faces flagged absent
     modality_dropout: float = 0.2     # per modality and sample (AuxFormer); never both at once
     noise_std: float = 0.3            # corrupted-path Gaussian noise (ladder reference)
-    lambdas: tuple = (1.0, 0.1)       # C_d weights: layer 0 (pooled input), then hidden + joint.
-                                      # The reference's 1000 on pixels would drown our 6-way CE.
+    lambdas: tuple = (0.1, 0.1, 0.1)  # C_d weights: layer 0 (pooled input + its data-space targets), then
+                                      # hidden, joint and top (classifier) layers; the last value repeats.
+                                      # 0.1 everywhere: chosen on a dev fold (issue 11); the reference's
+                                      # 1000 / 10 / 0.1 no longer collapses layer 0 (data-space anchor)
+    cross_lambda: float = 0.1         # weight of every cross-modal reconstruction cost (--ladder cross)
+    labelled_fraction: float = 1.0    # keep the labels of this fraction of the train clips (stratified by
+                                      # emotion and actor, fixed by seed); the rest become unlabelled
+    unlabelled: tuple = ()            # extra features directories whose clips are used without labels
+    fold: int = -1                    # -1: splits.json as prepared; K >= 0: actor fold K of splits.json's k/seed
+    select: str = "dev-loss"          # checkpoint selection: dev-loss (on dev labels subsampled at
+                                      # labelled_fraction) | last (no labels used)
     weight_decay: float = 0.0
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     amp: bool = False                 # float16 autocast + GradScaler, CUDA only
