@@ -270,9 +270,10 @@ def test_resume_extends_training_on_the_new_totals_schedule(small_features, tmp_
     """`--epochs 10 --resume` after 6 used to be refused. Extending follows the 10-epoch schedule
     from epoch 7 (lr back up: epochs 5-6 had decayed) and says so."""
     run_dir = tmp_path / "run"
-    assert train_cli(small_features, run_dir, "--epochs", "6") == 0
+    # --select last: the checkpoint is then written after the extension whatever the dev losses are
+    assert train_cli(small_features, run_dir, "--epochs", "6", "--select", "last") == 0
     capsys.readouterr()
-    assert train_cli(small_features, run_dir, "--epochs", "10", "--resume") == 0
+    assert train_cli(small_features, run_dir, "--epochs", "10", "--resume", "--select", "last") == 0
     out = capsys.readouterr().out
     assert "extending 6 -> 10 epochs (from epoch 7)" in out and "not the same as an uninterrupted 10-epoch run" in out
     assert "epoch   7/10" in out and "epoch   6/10" not in out
@@ -289,7 +290,7 @@ def test_resume_extends_training_on_the_new_totals_schedule(small_features, tmp_
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["train_config"]["epochs"] == 10
     # fewer epochs than done: refused, naming what works
     with pytest.raises(EdgeLadderError, match=r"has 10 epochs done; --epochs 4 is fewer.*--init-from"):
-        train(tiny_config(small_features, run_dir, epochs=4, resume=True))
+        train(tiny_config(small_features, run_dir, epochs=4, resume=True, select="last"))
 
 
 def test_extending_before_the_decay_equals_the_uninterrupted_longer_run(small_features, tmp_path, capsys):
