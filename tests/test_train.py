@@ -519,3 +519,17 @@ def test_the_reference_lambdas_do_not_collapse_layer_0(tiny_features, tmp_path):
     model, _ = load_checkpoint(run_dir / "checkpoint.pt")
     predicted = predict(model, load_split(tiny_features, "test"), "cpu").argmax(1)
     assert len(set(predicted.tolist())) > 1                                  # not one class
+
+
+def test_resume_is_bit_exact_with_unlabelled_batches(small_features, extra_unlabelled, tmp_path):
+    settings = dict(epochs=3, labelled_fraction=0.5, unlabelled=(str(extra_unlabelled),), ladder="cross")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(tiny_config(small_features, straight, **settings))
+    train(tiny_config(small_features, resumed, stop_after_epoch=1, **settings))
+    train(tiny_config(small_features, resumed, resume=True, **settings))
+    a = torch.load(straight / "last.pt", weights_only=True)["model"]
+    b = torch.load(resumed / "last.pt", weights_only=True)["model"]
+    for name, value in a.items():
+        torch.testing.assert_close(b[name], value, atol=1e-6, rtol=1e-6, msg=name)
+    with pytest.raises(EdgeLadderError, match="unlabelled"):
+        train(tiny_config(small_features, resumed, resume=True, **dict(settings, unlabelled=())))
