@@ -8,6 +8,9 @@ Gaussian combinators, lambdas 1000 / 10 / 0.1 / 0.1) against the same network wi
 (the same noise, the same labelled + unlabelled batches through batch normalisation, no
 denoising cost). Paired seeds: each seed fixes the labelled subset, the initial weights and the
 batches of both runs. It fails if the paired mean gain in test accuracy drops below +5 points.
+
+Measured (2 shared CPU cores): 400 steps, ladder 0.810 vs lambda = 0 0.698, +11.2 points (95 % CI
++-2.9), 5/5 seeds, 77 s; 600 steps: 0.822 vs 0.682, +14.0 (+-3.1), 5/5, 136 s CPU.
 """
 import numpy as np
 import pytest
@@ -22,7 +25,7 @@ F = torch.nn.functional
 DIMS = (64, 100, 50, 10)          # input, two hidden, top (softmax)
 LAMBDAS = (1000.0, 10.0, 0.1, 0.1)  # Rasmus et al.: 1000 on the input, 10 on the first hidden, 0.1 above
 NOISE = 0.3
-STEPS = 600                       # Adam 2e-3, linear decay over the last third (ladder reference)
+STEPS = 400                       # Adam 2e-3, linear decay over the last third (ladder reference)
 SEEDS = (0, 1, 2, 3, 4)
 LABELS_PER_CLASS = 5
 
