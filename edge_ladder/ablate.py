@@ -94,8 +94,7 @@ class CommaList:
         for part in parts:
             if self.words:
                 if part not in self.words:
-                    raise argparse.ArgumentTypeError(f"expected {' or '.join(self.words)} in a comma-separated "
-                                                     f"list; got {part!r} in {text!r}")
+                    raise argparse.ArgumentTypeError(f"expected {_one_of(self.words)}; got {part!r} in {text!r}")
                 values.append(part)
                 continue
             try:
@@ -104,6 +103,10 @@ class CommaList:
                 raise argparse.ArgumentTypeError(f"{error} in {text!r}") from None
         check_distinct("", values, text)
         return tuple(values)
+
+
+def _one_of(words) -> str:
+    return " or ".join(words) if len(words) < 3 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def check_distinct(flag: str, values, text=None) -> None:
@@ -142,7 +145,7 @@ class AblationConfig:
     def __post_init__(self):
         def ladder(value):
             if value not in LADDERS:
-                raise EdgeLadderError(f"--ladder: expected {' or '.join(LADDERS)}; got {value!r}")
+                raise EdgeLadderError(f"--ladder: expected {_one_of(LADDERS)}; got {value!r}")
         self.ladders = _check_list("--ladder", self.ladders, ladder)
         self.labelled_fractions = _check_list(
             "--labelled-fraction", (float(x) for x in self.labelled_fractions),
@@ -450,6 +453,12 @@ def _with_ci(stats: dict, signed: bool = False) -> str:
     return f"{_points(stats['mean'], signed)} [{_points(low, signed)}, {_points(high, signed)}]"
 
 
+def _setting(value) -> str:
+    if isinstance(value, list):
+        return " ".join(f"{x:g}" if isinstance(x, float) else f"`{x}`" for x in value) if value else "none"
+    return str(value)
+
+
 def markdown(summary: dict) -> str:
     settings = summary["settings"]
     train = settings["train"]
@@ -462,9 +471,9 @@ def markdown(summary: dict) -> str:
              f"{', '.join(map(str, settings['seeds']))}; folds "
              f"{', '.join('as prepared' if f == PREPARED_FOLD else str(f) for f in settings['folds'])}.",
              "Shared training settings: " + ", ".join(
-                 f"{k} {' '.join(f'{x:g}' for x in v) if isinstance(v, list) and v and isinstance(v[0], float) else v}"
-                 for k, v in train.items() if k in ("epochs", "model_size", "batch_size", "lambdas", "cross_lambda",
-                                                    "select", "unlabelled", "modalities")) + ".",
+                 f"{k} {_setting(v)}" for k, v in train.items()
+                 if k in ("epochs", "model_size", "batch_size", "lambdas", "cross_lambda", "select", "unlabelled",
+                          "modalities")) + ".",
              "", "## Test macro-F1 and accuracy", "",
              "Mean over seeds x folds [95 % CI, Student t], in points (x 100).", "",
              "| labelled fraction | ladder | runs | macro-F1 | accuracy |", "|---|---|---|---|---|"]
@@ -491,7 +500,8 @@ def markdown(summary: dict) -> str:
     clips = [r["test_clips"] for r in summary["rows"]]
     if clips:
         n = sum(clips) / len(clips)
-        lines += ["", f"Test set: {min(clips)}-{max(clips)} clips per run; one run's accuracy near 0.5 has a "
+        span = f"{min(clips)}" if min(clips) == max(clips) else f"{min(clips)}-{max(clips)}"
+        lines += ["", f"Test set: {span} clips per run; one run's accuracy near 0.5 has a "
                       f"standard error of about {100 * math.sqrt(0.25 / n):.1f} points (binomial), which is why the "
                       f"comparisons are paired over seeds and folds."]
     return "\n".join(lines) + "\n"
