@@ -11,7 +11,8 @@ interpretation of Goncalves & Busso, ICASSP 2023). Structure, bottom to top:
         layer 0 (input):  z0 = BN(pooled)                      h0 = z0
         layer l >= 1:     z  = BN(W_l h_{l-1})  [+ noise]      h  = relu(gamma_l * (z + beta_l))
     joint (cross-modal) layer over concat(h_audio_top, h_face_top): same ladder layer
-    classifier: Linear(joint_dim, 6) -> logits in EMOTIONS order
+    top (classifier) ladder layer: z = BN(W h_J), logits = gamma * (z + beta) (no ReLU), in
+        EMOTIONS order; softmax(logits) is the ladder's top output h(top) (Rasmus et al.)
 
 BN is always an explicit `nn.BatchNorm1d(affine=False)` followed by separate `gamma`/`beta`
 parameters, and `W_l` has no bias, so an exporter folds `BN -> gamma*(. + beta)` into `W_l`:
@@ -20,22 +21,35 @@ parameters, and `W_l` has no bias, so an exporter folds `BN -> gamma*(. + beta)`
 Training runs two encoder passes sharing all weights (the backbones are noise-free, so they run
 once): a clean pass (batch statistics, which also update the running statistics) and a corrupted
 pass (its own batch statistics, Gaussian noise of std sigma added to every z, lateral skips).
-The classifier's cross-entropy is taken on the corrupted pass.
+The classifier's cross-entropy is taken on the corrupted pass, over the labelled rows only
+(label UNLABELLED = -1: semi-supervised batches mix both; unlabelled rows still pass through
+every batch normalisation and every denoising cost).
 
 Decoders (training only), our cross-modal interpretation:
-    joint:   u_J = BN(h~_J);  zhat_J = g_J(z~_J, u_J)                       reconstructs z_J
+    top:     u_top = BN(h~_top) = BN(softmax(corrupted logits)); zhat_top = g_top(z~_top, u_top)
+                                                                            reconstructs z_top
+    joint:   u_J = BN(V_top zhat_top);  zhat_J = g_J(z~_J, u_J)               reconstructs z_J
     per modality m, top-down from zhat_J, lateral skips from m's corrupted encoder only:
              u_m(L) = BN(V_m,top zhat_J);  u_m(l) = BN(V_m,l+1 zhat_m(l+1))
              zhat_m(l) = g_m,l(z~_m(l), u_m(l))                              reconstructs z_m(l)
     cross:   zhat_{m->n}(l) = X_{m->n,l} zhat_m(l)                           reconstructs z_n(l)
              i.e. each decoder also reconstructs the *other* modality's clean layers, from its
              own lateral information plus the joint top-down signal (the cross-modal task).
+    data:    dhat_m = D_m zhat_m(0)   (linear)   reconstructs FIXED data-space targets of m: audio
+             = per-clip mean and std over valid frames of the normalised log-mel (2 x 80), face =
+             mean over valid frames of the normalised crop average-pooled to 12 x 12 (144).
+             Cost: mean squared error in input units over the samples where m is present, weight
+             lambdas[0]. Why: layer 0 is a learned embedding, so reconstructing only it lets the
+             encoder move its own targets; with the reference lambdas (1000 / 10 / 0.1) it
+             collapsed to ~1 dimension and the model predicted one class. The data level anchors
+             it (the collapse signal: train logs the participation ratio of layer 0 per epoch).
     g is the Gaussian (vanilla) combinator with per-unit a1..a10 (a2, a7 start at 1).
     C_d = mean over batch and units of (z_clean - zhat_BN)^2, where zhat_BN normalises zhat with
     the clean pass's batch mean/variance of z_pre (as in Rasmus et al.'s implementation), eps 1e-10;
     layer 0 (the pooled input) is not re-normalised (mean 0, variance 1).
-    Loss = CE(corrupted logits) + sum_l lambda_l C_d(l). Ladder modes: "none" (lambda = 0,
-    decoders not run), "within" (joint + own-modality costs), "cross" (plus the cross costs).
+    Loss = CE(corrupted logits) + sum_l lambda_l C_d(l) + cross_lambda * sum(cross C_d).
+    Ladder modes: "none" (lambda = 0, decoders not run), "within" (top, joint, own-modality and
+    data costs), "cross" (plus the cross costs, each weighted by cross_lambda).
 
     Absent modalities (our interpretation): a modality flagged absent (presence[:, m] == 0, by
     --modalities audio/video or by modality dropout) enters its encoder as the learned constant
@@ -59,7 +73,8 @@ Decoders (training only), our cross-modal interpretation:
     indexing or Python branches, so every step runs the same graph (DDP) with no host sync.
 
 Inference (`LadderNet.inference_module()` / `LadderNet.forward`): clean backbones, encoders,
-joint layer and classifier with running BN statistics. No decoder parameter, no noise, no
+joint layer and the top layer with running BN statistics (the exporter folds the top layer's
+BN + gamma/beta into one Gemm, as it does for the encoder layers: the same cost as a Linear). No decoder parameter, no noise, no
 corrupted path. Only ops that ONNX opset 17 and TensorRT 8.5 take (Conv, MatMul, Relu,
 ReduceMean/Sum, BatchNormalization, Slice with steps, Max for the masked-mean denominator).
 
@@ -82,7 +97,7 @@ F = torch.nn.functional
 from . import EMOTIONS  # noqa: E402
 
 CHECKPOINT_FORMAT = "edge-ladder-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2   # 2: the classifier is the top ladder layer, decoders have a data level (issue 11)
 LADDER_MODES = ("none", "within", "cross")
 MODALITIES = ("audio", "face")
 
@@ -262,13 +277,18 @@ class LadderLayer(nn.Module):
 
     `bn` is BatchNorm1d(affine=False): the clean training pass updates its running statistics;
     inference normalises with them. `input_layer=True` makes layer 0: z = BN(h) (no W), h' = z.
+    act is ReLU, or the identity with `activation="linear"` (the top layer: h' are the logits,
+    whose softmax is the ladder's top output).
     In training the batch statistics are those of the samples where the layer's modality is
     present (`present`, (B,) 1/0; all ones for the joint layer): see `bn_present`.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, input_layer: bool = False):
+    def __init__(self, in_dim: int, out_dim: int, input_layer: bool = False, activation: str = "relu"):
         super().__init__()
+        if activation not in ("relu", "linear"):
+            raise EdgeLadderError(f"LadderLayer activation must be 'relu' or 'linear'; got {activation!r}")
         self.input_layer = input_layer
+        self.activation = activation
         self.linear = None if input_layer else nn.Linear(in_dim, out_dim, bias=False)
         self.bn = nn.BatchNorm1d(out_dim, affine=False)
         self.gamma = None if input_layer else nn.Parameter(torch.ones(out_dim))
@@ -278,7 +298,10 @@ class LadderLayer(nn.Module):
         return h if self.input_layer else self.linear(h)                      # (B, N)
 
     def activate(self, z):
-        return z if self.input_layer else F.relu(self.gamma * (z + self.beta))
+        if self.input_layer:
+            return z
+        h = self.gamma * (z + self.beta)
+        return h if self.activation == "linear" else F.relu(h)
 
     def infer(self, h):
         """Inference: running statistics, no noise."""
@@ -337,11 +360,41 @@ def denoising_cost(z_pre, z_hat, present, bn_eps: float, input_layer: bool = Fal
     return (weight * per_sample).sum() / n
 
 
+def data_cost(target, prediction, present):
+    """Mean squared error (B, D) -> () in input units over the samples with present (B,) == 1
+    (no re-normalisation by batch statistics: the target is fixed data, not a learned layer).
+    0 when nobody is present. Float32."""
+    weight = present.float()                                                 # (B,)
+    per_sample = ((target.float() - prediction.float()) ** 2).mean(dim=1)    # (B,)
+    return (weight * per_sample).sum() / weight.sum().clamp(min=1.0)
+
+
+def participation_ratio(z) -> float:
+    """Effective dimensionality (sum eig)^2 / sum eig^2 of the covariance of z (N, D): D for
+    isotropic codes, 1 for codes on a line (a collapsed layer). nan with fewer than 2 rows."""
+    z = torch.as_tensor(z, dtype=torch.float64)
+    if z.shape[0] < 2:
+        return float("nan")
+    eig = torch.linalg.eigvalsh(torch.cov(z.T)).clamp(min=0.0)               # (D,)
+    total = float((eig ** 2).sum())
+    return float(eig.sum() ** 2 / total) if total > 0 else float("nan")
+
+
+DATA_FACE_POOL = 12    # face data-space target: the normalised crop average-pooled to 12 x 12
+
+
+def data_target_dims(config: "ModelConfig") -> dict:
+    """Widths of the fixed data-space targets below layer 0 (see `LadderNet.data_targets`)."""
+    face = DATA_FACE_POOL * DATA_FACE_POOL if config.face_input == "crops" else config.face_dim
+    return {"audio": 2 * config.audio_dim, "face": face}
+
+
 class ModalityDecoder(nn.Module):
     """Top-down decoder of one modality: from zhat_J to layer 0, with lateral skips from this
-    modality's corrupted encoder, plus cross heads reconstructing the other modality's layers."""
+    modality's corrupted encoder, plus cross heads reconstructing the other modality's layers,
+    plus a linear data head: zhat(0) -> the modality's fixed data-space targets."""
 
-    def __init__(self, dims: list, joint_dim: int, other_dims: list):
+    def __init__(self, dims: list, joint_dim: int, other_dims: list, data_dim: int):
         super().__init__()
         top = len(dims) - 1
         # V maps zhat(l+1) down to layer l; the top one maps the joint layer to layer L.
@@ -349,9 +402,11 @@ class ModalityDecoder(nn.Module):
                                    for l in range(len(dims))])
         self.combinators = nn.ModuleList([Combinator(d) for d in dims])
         self.cross = nn.ModuleList([nn.Linear(dims[l], other_dims[l]) for l in range(len(dims))])
+        self.data = nn.Linear(dims[0], data_dim)
 
     def forward(self, z_hat_joint, z_noisy: list):
-        """-> lists (per layer 0..L) of own reconstructions zhat(l) and cross reconstructions."""
+        """-> (own, cross, data): lists (per layer 0..L) of own reconstructions zhat(l) and cross
+        reconstructions, and the data-space reconstruction (B, data_dim) from zhat(0)."""
         own = [None] * len(z_noisy)
         above = z_hat_joint
         for l in reversed(range(len(z_noisy))):
@@ -359,7 +414,7 @@ class ModalityDecoder(nn.Module):
             own[l] = self.combinators[l](z_noisy[l], u)                       # (B, N_l)
             above = own[l]
         cross = [head(z) for head, z in zip(self.cross, own)]
-        return own, cross
+        return own, cross, self.data(own[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,10 +443,15 @@ class LadderNet(nn.Module):
             [LadderLayer(dims[0], dims[0], input_layer=True)]
             + [LadderLayer(dims[i], dims[i + 1]) for i in range(len(dims) - 1)]) for m in MODALITIES})
         self.joint = LadderLayer(2 * dims[-1], config.joint_dim)
-        self.classifier = nn.Linear(config.joint_dim, config.n_classes)
+        # the top ladder layer: logits = gamma * (BN(W h_J) + beta); softmax(logits) is h(top)
+        self.classifier = LadderLayer(config.joint_dim, config.n_classes, activation="linear")
         # training-only: decoders
+        self.top_combinator = Combinator(config.n_classes)
+        self.top_down = nn.Linear(config.n_classes, config.joint_dim, bias=False)   # V_top: zhat_top -> u_J
         self.joint_combinator = Combinator(config.joint_dim)
-        self.decoders = nn.ModuleDict({m: ModalityDecoder(dims, config.joint_dim, dims) for m in MODALITIES})
+        data_dims = data_target_dims(config)
+        self.decoders = nn.ModuleDict({m: ModalityDecoder(dims, config.joint_dim, dims, data_dims[m])
+                                       for m in MODALITIES})
 
     # -- shared bottom ----------------------------------------------------------------------------
     def set_normalisation(self, audio_mean, audio_std, face_mean, face_std):
@@ -400,13 +460,41 @@ class LadderNet(nn.Module):
             buffer = getattr(self, name)
             buffer.copy_(torch.as_tensor(value, dtype=buffer.dtype).reshape(buffer.shape))
 
-    def pooled(self, audio, audio_mask, face, face_mask, presence):
-        """Backbones + presence substitution -> {"audio": (B, E), "face": (B, E)}."""
+    def normalise(self, audio, face):
+        """Inputs in the units the backbones see: (audio - mean) / std per mel bin (B, T_a, D);
+        face crops (B, T_v, 1, S, S) with one mean/std, or embeddings (B, T_v, D) per feature."""
         audio = (audio - self.audio_mean) / self.audio_std                    # (B, T_a, D)
         if self.config.face_input == "crops":
             face = (face - self.face_mean[0]) / self.face_std[0]              # (B, T_v, 1, S, S)
         else:
             face = (face - self.face_mean) / self.face_std                    # (B, T_v, D)
+        return audio, face
+
+    def data_targets(self, audio, audio_mask, face, face_mask) -> dict:
+        """Fixed data-space targets below layer 0, from the NORMALISED inputs (`normalise`); the
+        encoder cannot move them (issue 11: with the reference lambdas layer 0, a learned
+        embedding, collapsed to ~1 dimension when only learned layers were reconstructed).
+            audio (B, 2 D): per-clip mean and std over valid frames of the normalised log-mel
+            face  (B, 144): mean over valid frames of the normalised crop average-pooled to 12 x 12
+                  (embeddings: (B, D) mean over valid frames)
+        Float32, no gradient."""
+        with torch.no_grad():
+            frames = audio.float().transpose(1, 2)                            # (B, D, T_a)
+            mean = masked_mean(frames, audio_mask)                            # (B, D)
+            var = masked_mean((frames - mean[:, :, None]) ** 2, audio_mask)  # (B, D)
+            targets = {"audio": torch.cat([mean, torch.sqrt(var + 1e-5)], dim=1)}   # (B, 2 D)
+            if self.config.face_input == "crops":
+                batch, steps, size = face.shape[0], face.shape[1], face.shape[-1]
+                pooled = F.adaptive_avg_pool2d(face.float().reshape(batch * steps, 1, size, size), DATA_FACE_POOL)
+                per_frame = pooled.reshape(batch, steps, -1)                  # (B, T_v, 144)
+            else:
+                per_frame = face.float()                                      # (B, T_v, D)
+            targets["face"] = masked_mean(per_frame.transpose(1, 2), face_mask)   # (B, 144)
+        return targets
+
+    def pooled(self, audio, audio_mask, face, face_mask, presence):
+        """Backbones + presence substitution -> {"audio": (B, E), "face": (B, E)}."""
+        audio, face = self.normalise(audio, face)
         embeddings = {"audio": self.audio_backbone(audio, audio_mask), "face": self.face_backbone(face, face_mask)}
         for i, m in enumerate(MODALITIES):
             present = presence[:, i:i + 1]                                    # (B, 1)
@@ -424,7 +512,13 @@ class LadderNet(nn.Module):
                 h = layer.infer(h)
             tops.append(h)
         h_joint = self.joint.infer(torch.cat(tops, dim=1))                   # (B, J)
-        return self.classifier(h_joint)                                       # (B, n_classes)
+        return self.classifier.infer(h_joint)                                 # (B, n_classes)
+
+    def layer0_codes(self, audio, audio_mask, face, face_mask, presence) -> dict:
+        """Clean layer-0 z per modality with running statistics (inference path) -> {m: (B, E)};
+        the collapse signal (participation ratio) is computed on these."""
+        pooled = self.pooled(audio, audio_mask, face, face_mask, presence)
+        return {m: self.encoders[m][0].infer(pooled[m]) for m in MODALITIES}
 
     def inference_module(self) -> "InferenceModel":
         """The deployable sub-network (shares weights and buffers; build it after `.to(device)`)."""
@@ -432,11 +526,16 @@ class LadderNet(nn.Module):
 
     # -- training ---------------------------------------------------------------------------------
     def training_losses(self, audio, audio_mask, face, face_mask, presence, labels,
-                        noise_std: float = 0.3, lambdas=(1.0, 0.1), ladder: str = "cross") -> dict:
+                        noise_std: float = 0.3, lambdas=(0.1, 0.1, 0.1), ladder: str = "cross",
+                        cross_lambda: float = 0.1) -> dict:
         """Clean + corrupted passes and decoders.
 
-        lambdas[l] weighs layer l of each modality (l = 0 is the pooled input); the last value
-        repeats for deeper layers and weighs the joint layer.
+        labels (B,) int: a class, or UNLABELLED (-1) for a row without a label: it gets no
+        cross-entropy but passes through every batch normalisation and every denoising cost.
+        lambdas[l] weighs layer l: l = 0 the pooled input (and its data-space targets), then the
+        hidden layers of each modality, then the joint layer, then the top (classifier) layer;
+        the last value repeats for the layers above it. cross_lambda weighs every cross-modal
+        reconstruction cost (ladder "cross").
         Returns {"loss", "ce", "denoise" (unweighted sum of C_d), "logits" (corrupted)}.
         """
         if ladder not in LADDER_MODES:
@@ -454,31 +553,47 @@ class LadderNet(nn.Module):
             tops_clean.append(h_c)
             tops_noisy.append(h_n)
         everyone = torch.ones_like(presence[:, 0])                                # (B,)
-        _, z_pre_joint = self.joint.clean(torch.cat(tops_clean, dim=1), everyone)
+        h_joint_clean, z_pre_joint = self.joint.clean(torch.cat(tops_clean, dim=1), everyone)
         h_joint_noisy, z_joint_noisy = self.joint.corrupted(torch.cat(tops_noisy, dim=1), everyone, noise_std)
-        logits = self.classifier(h_joint_noisy)                               # (B, n_classes)
-        ce = F.cross_entropy(logits, labels)
-        denoise = logits.new_zeros(())
+        _, z_pre_top = self.classifier.clean(h_joint_clean, everyone)              # (B, C)
+        logits, z_top_noisy = self.classifier.corrupted(h_joint_noisy, everyone, noise_std)   # (B, C)
+        labelled = (labels >= 0).float()                                          # (B,)
+        per_sample_ce = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")  # (B,)
+        ce = (labelled * per_sample_ce).sum() / labelled.sum().clamp(min=1.0)
+        denoise = logits.new_zeros((), dtype=torch.float32)
         loss = ce
         if ladder != "none":
+            hidden = len(self.layer_dims)                       # modality layers 0..hidden-1
             weight = lambda l: lambdas[min(l, len(lambdas) - 1)]  # noqa: E731
-            z_hat_joint = self.joint_combinator(z_joint_noisy, bn_batch(h_joint_noisy, 1e-5))
-            cost = denoising_cost(z_pre_joint, z_hat_joint, everyone, self.joint.bn.eps)
-            denoise = denoise + cost
-            loss = loss + lambdas[-1] * cost
+            # top: u = BN(h~_top), h~_top = softmax of the corrupted logits (Rasmus et al.)
+            u_top = bn_batch(torch.softmax(logits.float(), dim=1), 1e-5)          # (B, C)
+            z_hat_top = self.top_combinator(z_top_noisy, u_top)                   # (B, C)
+            # joint, under it: u_J = BN(V_top zhat_top)
+            z_hat_joint = self.joint_combinator(z_joint_noisy, bn_batch(self.top_down(z_hat_top), 1e-5))
+            for z_pre, z_hat, layer, l in ((z_pre_top, z_hat_top, self.classifier, hidden + 1),
+                                           (z_pre_joint, z_hat_joint, self.joint, hidden)):
+                cost = denoising_cost(z_pre, z_hat, everyone, layer.bn.eps)
+                denoise = denoise + cost
+                loss = loss + weight(l) * cost
             # a layer of modality n is reconstructed only where n is present (module docstring)
-            costs = []  # (target modality index, layer, z_hat)
+            costs = []  # (target modality index, layer, z_hat, weight)
+            audio_normalised, face_normalised = self.normalise(audio, face)
+            targets = self.data_targets(audio_normalised, audio_mask, face_normalised, face_mask)
             for i, m in enumerate(MODALITIES):
-                own, cross = self.decoders[m](z_hat_joint, noisy[m])
-                costs += [(i, l, z_hat) for l, z_hat in enumerate(own)]
+                own, cross, data_hat = self.decoders[m](z_hat_joint, noisy[m])
+                costs += [(i, l, z_hat, weight(l)) for l, z_hat in enumerate(own)]
                 if ladder == "cross":
-                    costs += [(1 - i, l, z_hat) for l, z_hat in enumerate(cross)]
-            for target, l, z_hat in costs:
+                    costs += [(1 - i, l, z_hat, cross_lambda) for l, z_hat in enumerate(cross)]
+                # the data level below layer 0, in input units, weight lambdas[0]
+                cost = data_cost(targets[m], data_hat, presence[:, i])
+                denoise = denoise + cost
+                loss = loss + weight(0) * cost
+            for target, l, z_hat, w in costs:
                 layer = self.encoders[MODALITIES[target]][l]
                 cost = denoising_cost(clean[MODALITIES[target]][l], z_hat, presence[:, target],
                                       layer.bn.eps, input_layer=layer.input_layer)
                 denoise = denoise + cost
-                loss = loss + weight(l) * cost
+                loss = loss + w * cost
         return {"loss": loss, "ce": ce, "denoise": denoise, "logits": logits}
 
 
@@ -488,7 +603,7 @@ class InferenceModel(nn.Module):
         audio_mean/audio_std/face_mean/face_std (buffers) -> audio_backbone, face_backbone
         -> absent[m] substitution by presence -> encoders[m] (LadderLayer: linear (no bias),
         bn (BatchNorm1d affine=False, running stats), gamma, beta, relu; layer 0 is bn only)
-        -> joint (LadderLayer) -> classifier (Linear) -> logits (B, 6).
+        -> joint (LadderLayer) -> classifier (the top LadderLayer, no ReLU) -> logits (B, 6).
 
     forward(audio, audio_mask, face, face_mask, presence) -> logits. It always uses running BN
     statistics (deterministic in any mode) and never touches decoders, combinators or noise.
@@ -509,6 +624,7 @@ class InferenceModel(nn.Module):
         self.classifier = net.classifier
         self.eval()
 
+    normalise = LadderNet.normalise
     pooled = LadderNet.pooled
     forward = LadderNet.forward
 
@@ -546,8 +662,11 @@ def load_checkpoint(path, map_location="cpu", command: str = "evaluate"):
         raise EdgeLadderError(f"{path}: expected an {CHECKPOINT_FORMAT!r} file written by `edge-ladder train`; "
                               f"got {type(checkpoint).__name__} without that format tag.")
     if checkpoint.get("version") != CHECKPOINT_VERSION:
+        older = (" Version 1 predates the top ladder layer (the classifier is now a ladder layer) and the "
+                 "decoders' data level." if checkpoint.get("version") == 1 else "")
         raise EdgeLadderError(f"{path}: checkpoint version {checkpoint.get('version')} is not supported "
-                              f"(this edge-ladder reads version {CHECKPOINT_VERSION}). Retrain.")
+                              f"(this edge-ladder reads version {CHECKPOINT_VERSION}).{older} Retrain with "
+                              f"`edge-ladder train FEATURES_DIR --out RUN_DIR`.")
     if tuple(checkpoint.get("labels", ())) != EMOTIONS:
         raise EdgeLadderError(f"{path}: label order {checkpoint.get('labels')} differs from {EMOTIONS}.")
     model = LadderNet(ModelConfig.from_dict(checkpoint["model_config"]))

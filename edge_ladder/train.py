@@ -1,13 +1,27 @@
 """Train the cross-modal ladder network: `edge-ladder train FEATURES_DIR --out RUN_DIR`.
 
 Reads a features directory (edge_ladder.features), trains on its train split, keeps the best
-checkpoint by dev loss, and writes
+checkpoint by dev loss (or the last: --select last), and writes
 
     RUN_DIR/checkpoint.pt    best weights + model config + train config + labels + normalisation
     RUN_DIR/last.pt          the latest epoch with optimizer state (for --resume)
     RUN_DIR/metrics.json     {"dev": report, "test": report, "best_epoch", "history", ...}
                              report = edge_ladder.metrics.classification_report of the best checkpoint
     RUN_DIR/confusion.png    test-split confusion matrix
+    RUN_DIR/labelled.json    which train (and dev) clips kept their labels: ids, counts per emotion,
+                             fraction, seed; the unlabelled pool's size and directories
+
+Semi-supervised (issue 11): `--labelled-fraction F` keeps the labels of round(F * N) train clips,
+stratified by (emotion, actor) and fixed by --seed (select_labelled); the other train clips and
+every clip of the `--unlabelled FEATURES_DIR` directories form the unlabelled pool. Each step
+runs ONE forward over concat(labelled batch, unlabelled batch): cross-entropy on the labelled
+rows, batch statistics and denoising costs over all rows (--ladder none too: the lambda = 0
+baseline sees the same unlabelled clips through batch normalisation). An epoch is one pass over
+the larger pool, the smaller one cycling (epoch_batches); without unlabelled clips it is one pass
+over the train split as before. Checkpoint selection uses no more labels than training had: the
+dev labels are subsampled at the same fraction (stratified, same seed); metrics.json records
+it under "selection", and "layer0_participation" (per epoch in "history", and of the selected
+checkpoint) is the collapse signal: the participation ratio of the clean layer-0 codes on dev.
 
 Every file is written atomically. A RUN_DIR that already holds a run is refused unless --resume
 (continue) or --force (delete and start over). The loop reseeds the RNGs at the start of every
@@ -38,7 +52,8 @@ from . import EMOTIONS
 from .argtypes import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, TORCH_DEVICES, OneLineParser, Range,
                        UsageError, check_torch_device, torch_device)
 from .errors import EdgeLadderError
-from .features import atomic_write_bytes, atomic_write_json, batch_clips, load_split, read_manifest, read_splits
+from .features import (UNLABELLED, atomic_write_bytes, atomic_write_json, batch_clips, load_split, read_manifest,
+                       read_splits)
 
 
 # ranges of the numeric settings: checked when the command line is parsed and when a TrainConfig
@@ -49,6 +64,9 @@ LEARNING_RATE = POSITIVE
 MODALITY_DROPOUT = Range(float, minimum=0, below=0.5)   # per modality, never both: < 1/2
 NOISE_STD = NON_NEGATIVE
 LAMBDA = NON_NEGATIVE
+LABELLED_FRACTION = Range(float, above=0, maximum=1)
+FOLD = Range(int, minimum=-1, why="-1: splits.json as prepared")
+SELECTIONS = ("dev-loss", "last")
 SEED = NON_NEGATIVE_INT                       # numpy's generators refuse negative seeds
 
 
@@ -103,6 +121,14 @@ class TrainConfig:
         check_torch_device("--device", self.device)
         self.lambdas = tuple(float(LAMBDA.check("--lambdas", x)) for x in self.lambdas)
         check_lambdas(self.lambdas, self.model_size)
+        self.cross_lambda = float(LAMBDA.check("--cross-lambda", self.cross_lambda))
+        self.labelled_fraction = float(LABELLED_FRACTION.check("--labelled-fraction", self.labelled_fraction))
+        FOLD.check("--fold", self.fold)
+        if isinstance(self.unlabelled, (str, Path)):
+            self.unlabelled = (self.unlabelled,)
+        self.unlabelled = tuple(str(path) for path in self.unlabelled)
+        if self.select not in SELECTIONS:
+            raise EdgeLadderError(f"--select must be one of {', '.join(SELECTIONS)}; got {self.select!r}")
         if self.resume and self.force:
             raise EdgeLadderError("--resume continues the run in --out, --force deletes it and starts over: "
                                   "pass one of them.")
@@ -113,20 +139,21 @@ class TrainConfig:
 
 
 def ladder_layers(model_size: str) -> int:
-    """Denoising-cost layers of a model size: layer 0 (pooled input), the hidden layers, the joint."""
+    """Denoising-cost layers of a model size: layer 0 (pooled input, with its data level), the
+    hidden layers, the joint, the top (classifier) layer."""
     from .model import model_config
-    return len(model_config(model_size).encoder_dims) + 2
+    return len(model_config(model_size).encoder_dims) + 3
 
 
 def check_lambdas(lambdas: tuple, model_size: str) -> None:
-    """lambdas[l] weighs layer l; the last value repeats for the deeper layers and the joint
-    (LadderNet.training_losses), so more values than layers could only be a mistake."""
+    """lambdas[l] weighs layer l; the last value repeats for the deeper layers, the joint and the
+    top (LadderNet.training_losses), so more values than layers could only be a mistake."""
     layers = ladder_layers(model_size)
     if not 1 <= len(lambdas) <= layers:
         raise EdgeLadderError(
             f"--lambdas: got {len(lambdas)} value(s) ({' '.join(f'{x:g}' for x in lambdas)}); a --model-size "
-            f"{model_size} ladder has {layers} layers (input, {layers - 2} hidden, joint): give 1 to {layers} "
-            f"values, the last one repeats for the deeper layers and the joint.")
+            f"{model_size} ladder has {layers} layers (input, {layers - 3} hidden, joint, top): give 1 to "
+            f"{layers} values, the last one repeats for the deeper layers, the joint and the top.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +216,166 @@ def normalisation_stats(clips) -> dict:
             "face_mean": np.array([face.mean()]), "face_std": np.array([max(float(face.std()), 1e-3)])}
 
 
+# ---------------------------------------------------------------------------------------------
+# semi-supervised data: the labelled subset, the unlabelled pool, the batches of an epoch
+
+
+def select_labelled(clips, fraction: float, seed: int) -> np.ndarray:
+    """Indices (sorted) of the clips whose labels are kept: round(fraction * N) of them,
+    stratified by (emotion, actor), fixed by `seed`.
+
+    Each (emotion, actor) group of n clips gets floor(fraction * n) or that + 1 labels: the
+    groups that round up are drawn (seeded) with probability proportional to the fractional
+    part, until the total is round(fraction * N). Every emotion present keeps >= 1 label (the
+    total is then at least the number of emotions: one taken from the emotion with the most).
+    Which clips of a group keep their label is a seeded permutation. fraction 1: every clip."""
+    n = len(clips)
+    if fraction >= 1.0:
+        return np.arange(n)
+    rng = np.random.default_rng([seed, 104_729])           # its own stream: independent of the loop's
+    groups = {}
+    for i, clip in enumerate(clips):
+        groups.setdefault((int(clip.label), str(clip.actor)), []).append(i)
+    keys = sorted(groups)
+    sizes = np.array([len(groups[k]) for k in keys])
+    quota = fraction * sizes                                                 # (G,)
+    counts = np.floor(quota).astype(int)
+    emotions = sorted({k[0] for k in keys})
+    total = max(int(round(fraction * n)), len(emotions))
+    extra = total - int(counts.sum())
+    if extra > 0:
+        room = counts < sizes
+        weight = np.where(room, quota - counts + 1e-9, 0.0)
+        chosen = rng.choice(len(keys), size=min(extra, int(room.sum())), replace=False, p=weight / weight.sum())
+        counts[chosen] += 1
+    for emotion in emotions:                                 # every emotion keeps >= 1 label
+        mine = [g for g, k in enumerate(keys) if k[0] == emotion]
+        if counts[mine].sum() > 0:
+            continue
+        counts[max(mine, key=lambda g: (sizes[g], -g))] += 1
+        per_emotion = {e: counts[[g for g, k in enumerate(keys) if k[0] == e]].sum() for e in emotions}
+        richest = max(emotions, key=lambda e: per_emotion[e])
+        if counts.sum() > total and per_emotion[richest] > 1:
+            donors = [g for g, k in enumerate(keys) if k[0] == richest and counts[g] > 0]
+            counts[max(donors, key=lambda g: (counts[g], -g))] -= 1
+    keep = [i for g, key in enumerate(keys) for i in rng.permutation(groups[key])[:counts[g]]]
+    return np.sort(np.array(keep, dtype=int))
+
+
+def labelled_summary(clips, index) -> dict:
+    """{"ids", "count", "of", "per_emotion"} of the clips at `index`."""
+    per_emotion = {name: 0 for name in EMOTIONS}
+    for i in index:
+        per_emotion[EMOTIONS[clips[i].label]] += 1
+    return {"ids": [clips[i].id for i in index], "count": int(len(index)), "of": len(clips),
+            "per_emotion": per_emotion}
+
+
+def unlabelled_copy(clip):
+    """The clip with its label dropped (features.UNLABELLED)."""
+    from dataclasses import replace
+    from .features import UNLABELLED
+    return replace(clip, label=UNLABELLED)
+
+
+def load_unlabelled_dirs(config: TrainConfig, features_dir: Path, reference) -> tuple[list, list]:
+    """--unlabelled directories -> (clips with label -1, [{"features_dir", "manifest_sha256",
+    "clips"}]). Their front-end must match the labelled features' (n_mels, face size)."""
+    from .features import load_unlabelled
+    clips, record = [], []
+    for path in config.unlabelled:
+        path = Path(path)
+        if path.resolve() == Path(features_dir).resolve():
+            raise EdgeLadderError(f"--unlabelled {path} is FEATURES_DIR itself: its dev and test clips would enter "
+                                  f"training. Use --labelled-fraction to train on its train clips without labels.")
+        loaded = load_unlabelled(path)
+        sample = loaded[0]
+        if sample.audio.shape[1] != reference.audio.shape[1] or sample.face.shape[-1] != reference.face.shape[-1]:
+            raise EdgeLadderError(
+                f"--unlabelled {path}: clips of {sample.audio.shape[1]} mel bands and {sample.face.shape[-1]}-pixel "
+                f"faces; {features_dir} has {reference.audio.shape[1]} and {reference.face.shape[-1]}. Prepare "
+                f"both with the same front-end (edge-ladder prepare --unlabelled, same --n-mels/--face-size).")
+        clips += loaded
+        record.append({**features_identity(path), "clips": len(loaded)})
+    return clips, record
+
+
+def load_splits(config: TrainConfig, features_dir: Path):
+    """(train, dev, test clips, splits dict) of the prepared splits (fold -1), or of actor fold K
+    of all the manifest's actors with splits.json's k and seed (features.actor_folds)."""
+    from .features import actor_folds
+    splits = read_splits(features_dir)
+    if config.fold < 0:
+        return (load_split(features_dir, "train"), load_split(features_dir, "dev"),
+                load_split(features_dir, "test"), splits)
+    if "k" not in splits or "seed" not in splits:
+        raise EdgeLadderError(f"--fold {config.fold}: {features_dir / 'splits.json'} does not record the folds' k "
+                              f"and seed. Re-run prepare (it writes them), or train without --fold.")
+    actors = [str(entry["actor"]) for entry in read_manifest(features_dir)["clips"]]
+    k = min(int(splits["k"]), len(set(actors)))
+    if config.fold >= k:
+        raise EdgeLadderError(f"--fold {config.fold}: {features_dir} has {k} actor folds; pass --fold 0 to {k - 1}.")
+    splits = actor_folds(actors, k=k, fold=config.fold, seed=int(splits["seed"]))
+    clips = load_split(features_dir, "all")
+    by_split = [[c for c in clips if c.actor in set(splits[name])] for name in ("train", "dev", "test")]
+    return (*by_split, splits)
+
+
+def steps_per_epoch(n_labelled: int, n_unlabelled: int, batch_size: int, world: int) -> int:
+    """Steps of one epoch (see `epoch_batches`)."""
+    if n_unlabelled == 0:
+        return max(1, math.ceil((n_labelled // world) / batch_size))
+    return max(1, math.ceil(max(n_labelled, n_unlabelled) / (world * batch_size)))
+
+
+def epoch_batches(n_labelled: int, n_unlabelled: int, batch_size: int, seed: int, epoch: int,
+                  rank: int = 0, world: int = 1) -> list:
+    """[(labelled indices, unlabelled indices)] of one epoch on one rank, seeded by (seed, epoch).
+
+    Without unlabelled clips: one pass over the labelled set in batches of batch_size (each
+    rank 1/world of it), as a fully supervised run always did.
+    With unlabelled clips, an EPOCH is one pass over the larger pool (in practice the unlabelled
+    one, whatever the labelled fraction: the step count stays that of a fully labelled run over
+    the same clips): ceil(max(N_l, N_u) / (world * batch_size)) steps, each taking
+    min(batch_size, N_l) labelled and min(batch_size, N_u) unlabelled clips from seeded
+    permutations of each pool, concatenated and re-drawn when a pool runs out (the smaller pool
+    cycles; a batch that straddles two permutations may hold a clip twice)."""
+    if n_unlabelled == 0:
+        per_rank = n_labelled // world
+        order = np.random.default_rng([seed, epoch]).permutation(n_labelled)[rank::world][:per_rank]
+        steps = steps_per_epoch(n_labelled, 0, batch_size, world)
+        empty = np.zeros(0, dtype=int)
+        return [(order[step * batch_size:(step + 1) * batch_size], empty) for step in range(steps)]
+    steps = steps_per_epoch(n_labelled, n_unlabelled, batch_size, world)
+
+    def stream(n, take, rng):                                 # permutations of range(n), end to end
+        needed = steps * world * take
+        return np.concatenate([rng.permutation(n) for _ in range(math.ceil(needed / n))])[:needed]
+    b_l, b_u = min(batch_size, n_labelled), min(batch_size, n_unlabelled)
+    labelled = stream(n_labelled, b_l, np.random.default_rng([seed, epoch, 1]))
+    unlabelled = stream(n_unlabelled, b_u, np.random.default_rng([seed, epoch, 2]))
+    return [(labelled[(step * world + rank) * b_l:(step * world + rank + 1) * b_l],
+             unlabelled[(step * world + rank) * b_u:(step * world + rank + 1) * b_u]) for step in range(steps)]
+
+
+def collapse_signal(model, clips, device, batch_size: int = 64, modalities: str = "av") -> dict:
+    """{"audio": PR, "face": PR}: participation ratio (model.participation_ratio) of the clean
+    layer-0 z (running statistics) over the clips where the modality is present; ~1 = collapsed,
+    embed_dim = isotropic. nan when fewer than 2 clips have it."""
+    torch = _torch()
+    from .model import MODALITIES, participation_ratio
+    model.eval()
+    codes = {m: [] for m in MODALITIES}
+    with torch.no_grad():
+        for start in range(0, len(clips), batch_size):
+            tensors = to_tensors(batch_clips(clips[start:start + batch_size]), device)
+            tensors["presence"] = apply_modalities(tensors["presence"], modalities)
+            z = model.layer0_codes(**tensors)
+            for i, m in enumerate(MODALITIES):
+                codes[m].append(z[m][tensors["presence"][:, i] > 0].double().cpu())
+    return {m: participation_ratio(torch.cat(codes[m])) for m in MODALITIES}
+
+
 def features_identity(features_dir: Path) -> dict:
     """What `--resume` compares so a run never mixes two datasets: the resolved directory and the
     sha256 of its manifest.json (clip list, labels, frame counts, source) and splits.json (folds)."""
@@ -219,7 +406,7 @@ def check_resume_features(state: dict, identity: dict, last_path: Path) -> None:
                 f"or train into a new --out.")
 
 
-RUN_FILES = ("checkpoint.pt", "last.pt", "metrics.json", "confusion.png")   # what train writes into RUN_DIR
+RUN_FILES = ("checkpoint.pt", "last.pt", "metrics.json", "confusion.png", "labelled.json")   # what train writes into RUN_DIR
 
 
 def check_run_dir(config: TrainConfig, run_dir: Path, is_main: bool = True) -> None:
@@ -260,7 +447,9 @@ def run_state(run_dir: Path) -> dict:
 FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "ladder": "--ladder",
          "modalities": "--modalities", "model_size": "--model-size", "modality_dropout": "--modality-dropout",
          "noise_std": "--noise-std", "lambdas": "--lambdas", "device": "--device", "amp": "--amp",
-         "seed": "--seed", "progress": "--no-progress", "init_from": "--init-from"}
+         "seed": "--seed", "progress": "--no-progress", "init_from": "--init-from",
+         "cross_lambda": "--cross-lambda", "labelled_fraction": "--labelled-fraction", "unlabelled": "--unlabelled",
+         "fold": "--fold", "select": "--select"}
 
 
 def command_line(config: TrainConfig, *extra: str) -> str:
@@ -274,6 +463,9 @@ def command_line(config: TrainConfig, *extra: str) -> str:
             continue
         if isinstance(value, bool):
             parts.append(flag)
+        elif field == "unlabelled":                                     # repeatable: one flag per directory
+            for path in value:
+                parts += [flag, shlex.quote(path)]
         elif isinstance(value, tuple):
             parts += [flag, *(f"{x:g}" for x in value)]
         else:
@@ -315,11 +507,12 @@ def init_from_checkpoint(model, path, device) -> dict:
             "train_config": saved.get("train_config", {})}
 
 
-def data_record(features_dir: Path, identity: dict) -> dict:
+def data_record(features_dir: Path, identity: dict, splits: dict | None = None, fold: int = -1) -> dict:
     """What a checkpoint records about its data: the features' identity and the actors of each
-    split, so evaluate can refuse a "test" split that holds actors it was trained or selected on."""
-    splits = read_splits(features_dir)
-    return {"features": identity,
+    split (`splits`: the ones trained on, default splits.json), so evaluate can refuse a "test"
+    split that holds actors it was trained or selected on; fold: --fold (-1: splits.json)."""
+    splits = read_splits(features_dir) if splits is None else splits
+    return {"features": identity, "fold": fold,
             "actors": {name: sorted(map(str, splits.get(name, []))) for name in ("train", "dev", "test")}}
 
 
@@ -446,14 +639,35 @@ def _train(config: TrainConfig) -> Path:
     features_dir = Path(config.features_dir)
     read_manifest(features_dir)
     check_run_dir(config, run_dir, is_main)
-    train_clips = load_split(features_dir, "train")
-    dev_clips = load_split(features_dir, "dev")
-    test_clips = load_split(features_dir, "test")
+    train_clips, dev_clips, test_clips, splits = load_splits(config, features_dir)
     if len(train_clips) < 2 or not dev_clips:
         raise EdgeLadderError(f"{features_dir}: need >= 2 train clips and >= 1 dev clip; got "
                               f"{len(train_clips)} train, {len(dev_clips)} dev. Generate more actors.")
-    train_labels = np.array([c.label for c in train_clips])
-    dev_labels = np.array([c.label for c in dev_clips])
+    # the labelled subset (stratified by emotion and actor, fixed by seed); the rest of the train
+    # split joins the unlabelled pool with the --unlabelled directories' clips
+    keep = select_labelled(train_clips, config.labelled_fraction, config.seed)
+    kept = set(keep.tolist())
+    labelled_clips = [train_clips[i] for i in keep]
+    extra_clips, extra_record = load_unlabelled_dirs(config, features_dir, train_clips[0])
+    unlabelled_clips = [unlabelled_copy(c) for i, c in enumerate(train_clips) if i not in kept] + extra_clips
+    train_labels = np.array([c.label for c in labelled_clips])
+    # selection sees no more labels than training: dev labels subsampled at the same fraction
+    dev_keep = select_labelled(dev_clips, config.labelled_fraction, config.seed)
+    select_clips = [dev_clips[i] for i in dev_keep]
+    select_labels = np.array([c.label for c in select_clips])
+    labelled_record = {"fraction": config.labelled_fraction, "seed": config.seed,
+                       "stratified_by": ["emotion", "actor"],
+                       "train": labelled_summary(train_clips, keep), "dev": labelled_summary(dev_clips, dev_keep),
+                       "unlabelled": {"train_clips": len(train_clips) - len(keep), "directories": extra_record,
+                                      "total": len(unlabelled_clips)}}
+    selection = {"criterion": config.select,
+                 "dev_labels_used": len(select_clips) if config.select == "dev-loss" else 0,
+                 "dev_clips": len(dev_clips), "labelled_fraction": config.labelled_fraction, "seed": config.seed,
+                 "why": ("lowest cross-entropy on the dev clips whose labels are kept at the train split's "
+                         "labelled fraction (stratified, same seed)" if config.select == "dev-loss"
+                         else "the last epoch: no labels used for selection")}
+    if is_main:
+        atomic_write_json(run_dir / "labelled.json", labelled_record)
 
     if device.type == "cuda":
         # cuDNN's fastest convolution backward kernels accumulate with atomics, so two runs (or a
@@ -464,15 +678,17 @@ def _train(config: TrainConfig) -> Path:
     torch.manual_seed(config.seed)
     model = LadderNet(model_config(config.model_size, audio_dim=train_clips[0].audio.shape[1],
                                    face_size=train_clips[0].face.shape[-1])).to(device)
+    # input normalisation: every train-split clip (labelled or not: no label is used), not the
+    # --unlabelled directories, so runs with and without extra recordings deploy the same input
+    # scaling and stay paired
     stats = normalisation_stats(train_clips)
     model.set_normalisation(**stats)
     init_from = init_from_checkpoint(model, config.init_from, device) if config.init_from else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
 
-    per_rank = len(train_clips) // world
-    steps_per_epoch = max(1, math.ceil(per_rank / config.batch_size))
-    total_steps = steps_per_epoch * config.epochs
+    n_steps = steps_per_epoch(len(labelled_clips), len(unlabelled_clips), config.batch_size, world)
+    total_steps = n_steps * config.epochs
     config_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
     features = features_identity(features_dir)
     extensions = []      # --resume with more (or fewer) epochs than planned: [{after_epoch, from_epochs, to_epochs}]
@@ -482,11 +698,19 @@ def _train(config: TrainConfig) -> Path:
     if config.resume:
         state = torch.load(last_path, map_location=device, weights_only=True)
         for key in ("model_size", "ladder", "modalities", "batch_size", "seed", "lr", "lambdas",
-                    "noise_std", "modality_dropout", "weight_decay"):
-            if state["train_config"][key] != config_dict[key]:
-                raise EdgeLadderError(f"--resume: {last_path} was trained with {key}={state['train_config'][key]!r}, "
+                    "noise_std", "modality_dropout", "weight_decay", "cross_lambda", "labelled_fraction",
+                    "unlabelled", "fold", "select"):
+            saved_value = state["train_config"].get(key, getattr(TrainConfig(), key))
+            saved_value = list(saved_value) if isinstance(saved_value, tuple) else saved_value
+            if saved_value != config_dict[key]:
+                raise EdgeLadderError(f"--resume: {last_path} was trained with {key}={saved_value!r}, "
                                       f"this run asks for {config_dict[key]!r}. Use the same settings or a new --out.")
         check_resume_features(state, features, last_path)
+        saved_extra = [d.get("manifest_sha256") for d in state.get("unlabelled_features", [])]
+        if saved_extra != [d["manifest_sha256"] for d in extra_record]:
+            raise EdgeLadderError(f"--resume: the --unlabelled directories' manifests differ from the ones {last_path} "
+                                  f"was trained with: a different dataset. Resume with the original directories, "
+                                  f"or train into a new --out.")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -501,8 +725,8 @@ def _train(config: TrainConfig) -> Path:
         if config.epochs != planned:
             extensions.append({"after_epoch": state["epoch"], "from_epochs": planned, "to_epochs": config.epochs})
             if is_main:
-                print(extension_note(config, state["epoch"], planned, steps_per_epoch), flush=True)
-    record = {"data": data_record(features_dir, features), "init_from": init_from}
+                print(extension_note(config, state["epoch"], planned, n_steps), flush=True)
+    record = {"data": data_record(features_dir, features, splits, config.fold), "init_from": init_from}
 
     step_model = _train_step_class()(model)
     if world > 1:  # decoders / cross heads get no gradient in the none / within ablations
@@ -512,57 +736,63 @@ def _train(config: TrainConfig) -> Path:
     progress = None
     if config.progress and is_main:  # a bar on a terminal only (disable=None): no \r updates in a log file
         from tqdm import tqdm
-        progress = tqdm(total=total_steps, initial=(start_epoch - 1) * steps_per_epoch, unit="step",
+        progress = tqdm(total=total_steps, initial=(start_epoch - 1) * n_steps, unit="step",
                         desc="train", dynamic_ncols=True, disable=None)
+    unlabelled_tags = np.full(config.batch_size, UNLABELLED, dtype=np.int64)
     for epoch in range(start_epoch, config.epochs + 1):
         started = time.perf_counter()
         # every epoch reseeds from (seed, epoch): resume gives the uninterrupted run's result
         torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + rank)
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(train_clips))
-        order = order[rank::world][:per_rank]
+        batches = epoch_batches(len(labelled_clips), len(unlabelled_clips), config.batch_size, config.seed,
+                                epoch, rank, world)
         model.train()
         sums = {"loss": 0.0, "ce": 0.0, "denoise": 0.0}
-        for step in range(steps_per_epoch):
-            lr = learning_rate(config, (epoch - 1) * steps_per_epoch + step, total_steps)
-            index = order[step * config.batch_size:(step + 1) * config.batch_size]
-            if len(index) < 2:  # batch norm needs two samples (same on every rank: equal shares)
+        for step, (index, unlabelled_index) in enumerate(batches):
+            lr = learning_rate(config, (epoch - 1) * n_steps + step, total_steps)
+            if len(index) + len(unlabelled_index) < 2:  # batch norm needs two samples (same on every rank)
                 continue
-            batch = to_tensors(batch_clips([train_clips[i] for i in index]), device)
-            labels = torch.from_numpy(train_labels[index]).to(device)
+            # one forward over concat(labelled, unlabelled): CE on the labelled rows only, batch
+            # statistics and denoising costs over all of them (also in "none", for a fair baseline)
+            clips = [labelled_clips[i] for i in index] + [unlabelled_clips[i] for i in unlabelled_index]
+            batch = to_tensors(batch_clips(clips), device)
+            labels = torch.from_numpy(np.concatenate([train_labels[index],
+                                                      unlabelled_tags[:len(unlabelled_index)]])).to(device)
             presence = apply_modalities(batch.pop("presence"), config.modalities)
             batch["presence"] = modality_dropout(presence, config.modality_dropout)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.float16, enabled=config.amp):
-                out = step_model(batch, labels, config.noise_std, config.lambdas, config.ladder)
+                out = step_model(batch, labels, config.noise_std, config.lambdas, config.ladder, config.cross_lambda)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(out["loss"]).backward()
             scaler.step(optimizer)
             scaler.update()
             for key in sums:
-                sums[key] += float(out[key].detach()) / steps_per_epoch
+                sums[key] += float(out[key].detach()) / n_steps
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(epoch=epoch, loss=f"{float(out['loss'].detach()):.3f}", ce=f"{float(out['ce'].detach()):.3f}")
 
         if is_main:
-            dev_logits = predict(model, dev_clips, device, config.eval_batch_size, modalities=config.modalities)
-            dev_loss = cross_entropy(dev_logits, dev_labels)
-            dev_f1 = classification_report(dev_labels, dev_logits.argmax(1))["macro_f1"]
+            dev_logits = predict(model, select_clips, device, config.eval_batch_size, modalities=config.modalities)
+            dev_loss = cross_entropy(dev_logits, select_labels)
+            dev_f1 = classification_report(select_labels, dev_logits.argmax(1))["macro_f1"]
+            collapse = collapse_signal(model, dev_clips, device, config.eval_batch_size, config.modalities)
             history.append({"epoch": epoch, "lr": lr, "train_loss": sums["loss"], "train_ce": sums["ce"],
                             "train_denoise": sums["denoise"], "dev_loss": dev_loss, "dev_macro_f1": dev_f1,
-                            "seconds": time.perf_counter() - started})
-            if dev_loss < best_dev_loss:
-                best_dev_loss, best_epoch = dev_loss, epoch
+                            "layer0_participation": collapse, "seconds": time.perf_counter() - started})
+            if config.select == "last" or dev_loss < best_dev_loss:
+                best_dev_loss, best_epoch = dev_loss, epoch      # "last": the dev loss of the last epoch
                 save_torch(checkpoint_dict(model, config_dict, epoch=epoch, dev_loss=dev_loss, **record),
                            run_dir / "checkpoint.pt")
             save_torch({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                         "best_dev_loss": best_dev_loss, "best_epoch": best_epoch, "history": history,
                         "train_config": config_dict, "features": features, "extensions": extensions,
-                        "init_from": init_from}, last_path)
+                        "unlabelled_features": extra_record, "init_from": init_from}, last_path)
             line = (f"epoch {epoch:3d}/{config.epochs}  train loss {sums['loss']:.3f} (ce {sums['ce']:.3f}, "
-                    f"denoise {sums['denoise']:.3f})  dev loss {dev_loss:.3f}  dev macro-F1 {dev_f1:.3f}")
+                    f"denoise {sums['denoise']:.3f})  dev loss {dev_loss:.3f}  dev macro-F1 {dev_f1:.3f}  "
+                    f"layer-0 PR {collapse['audio']:.1f}/{collapse['face']:.1f}")
             if progress is not None:
                 progress.write(line)      # above the bar
             else:
@@ -587,7 +817,10 @@ def _train(config: TrainConfig) -> Path:
         if "test" in metrics:
             plot_confusion(metrics["test"], run_dir / "confusion.png",
                            f"test split ({len(test_clips)} clips, held-out actors)")
-        metrics.update({"best_epoch": best_epoch, "best_dev_loss": best_dev_loss,
+        metrics.update({"best_epoch": best_epoch, "best_dev_loss": best_dev_loss, "selection": selection,
+                        "labelled": labelled_record,
+                        "layer0_participation": collapse_signal(best, dev_clips, device, config.eval_batch_size,
+                                                                config.modalities),
                         "train_seconds": sum(h["seconds"] for h in history), "history": history,
                         "train_config": config_dict, "extensions": extensions, **record})
         atomic_write_json(run_dir / "metrics.json", metrics)
@@ -606,9 +839,9 @@ def _train_step_class():
             super().__init__()
             self.model = model
 
-        def forward(self, batch, labels, noise_std, lambdas, ladder):
+        def forward(self, batch, labels, noise_std, lambdas, ladder, cross_lambda):
             return self.model.training_losses(**batch, labels=labels, noise_std=noise_std,
-                                              lambdas=lambdas, ladder=ladder)
+                                              lambdas=lambdas, ladder=ladder, cross_lambda=cross_lambda)
     return TrainStep
 
 
@@ -638,8 +871,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-std", type=NOISE_STD, default=defaults.noise_std,
                         help="Gaussian noise of the corrupted ladder path, >= 0 (default %(default)s)")
     parser.add_argument("--lambdas", type=LAMBDA, nargs="+", default=list(defaults.lambdas),
-                        help="denoising weights >= 0: layer 0, then hidden layers and joint (last repeats); at "
-                             "most one per layer (tiny: 3, small: 4)")
+                        help="denoising weights >= 0: layer 0 (and its data level), then hidden, joint and top "
+                             "layers (last repeats); at most one per layer (tiny: 4, small: 5; default 0.1 0.1 0.1)")
+    parser.add_argument("--cross-lambda", type=LAMBDA, default=defaults.cross_lambda,
+                        help="weight >= 0 of each cross-modal reconstruction cost (--ladder cross; default "
+                             "%(default)s)")
+    parser.add_argument("--labelled-fraction", type=LABELLED_FRACTION, default=defaults.labelled_fraction,
+                        metavar="F", help="keep the labels of this fraction of the train clips, in (0, 1], stratified "
+                                          "by emotion and actor and fixed by --seed; the others train unlabelled "
+                                          "(RUN_DIR/labelled.json lists them; default %(default)s)")
+    parser.add_argument("--unlabelled", action="append", default=[], metavar="FEATURES_DIR",
+                        help="features of clips without labels (prepare --unlabelled, or any features "
+                             "directory: its labels are ignored); repeatable")
+    parser.add_argument("--fold", type=FOLD, default=defaults.fold, metavar="K",
+                        help="-1: the splits of splits.json (default); K >= 0: actor fold K (test fold K, dev fold "
+                             "K+1) of all the manifest's actors with splits.json's k and seed")
+    parser.add_argument("--select", choices=SELECTIONS, default=defaults.select,
+                        help="checkpoint: dev-loss (lowest loss on the dev labels kept at --labelled-fraction, "
+                             "default) or last (no labels used)")
     parser.add_argument("--resume", action="store_true",
                         help="continue RUN_DIR/last.pt; with more --epochs, extend it (the learning-rate schedule "
                              "is then the new total's; see the README)")
@@ -660,7 +909,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        model_size=args.model_size, modality_dropout=args.modality_dropout,
                        noise_std=args.noise_std, lambdas=tuple(args.lambdas), resume=args.resume,
                        force=args.force, init_from=args.init_from, device=args.device, amp=args.amp,
-                       seed=args.seed, progress=not args.no_progress)
+                       seed=args.seed, progress=not args.no_progress, cross_lambda=args.cross_lambda,
+                       labelled_fraction=args.labelled_fraction, unlabelled=tuple(args.unlabelled), fold=args.fold,
+                       select=args.select)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -76,15 +76,15 @@ def test_bad_flag_values_are_one_line_errors(argv, expected, capsys, tmp_path):
 
 
 def test_lambdas_beyond_the_ladders_layers_are_refused(capsys):
-    """7 values on a 3-layer (tiny) ladder: refused before any data is read."""
+    """7 values on a 4-layer (tiny) ladder: refused before any data is read."""
     pytest.importorskip("torch")
     argv = T + ["--model-size", "tiny", "--lambdas", *["1"] * 7]
     assert cli_main(argv) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--lambdas: got 7 value(s)" in error
-    assert "a --model-size tiny ladder has 3 layers (input, 1 hidden, joint): give 1 to 3 values" in error
-    assert cli_main(T + ["--lambdas", *["1"] * 5]) == 2                  # small: 4 layers
-    assert "give 1 to 4 values" in capsys.readouterr().err
+    assert "a --model-size tiny ladder has 4 layers (input, 1 hidden, joint, top): give 1 to 4 values" in error
+    assert cli_main(T + ["--lambdas", *["1"] * 6]) == 2                  # small: 5 layers
+    assert "give 1 to 5 values" in capsys.readouterr().err
 
 
 def test_the_python_api_checks_the_same_ranges():
@@ -95,7 +95,12 @@ def test_the_python_api_checks_the_same_ranges():
                             ({"device": "tpu"}, "--device: expected auto, cpu, cuda or cuda:N; got 'tpu'"),
                             ({"lambdas": (1.0, float("inf"))}, "--lambdas: expected a number >= 0; got inf"),
                             ({"seed": -1}, "--seed: expected an integer >= 0"),
-                            ({"model_size": "tiny", "lambdas": (1.0,) * 7}, "has 3 layers")):
+                            ({"labelled_fraction": 0.0}, "--labelled-fraction: expected a number in (0, 1]"),
+                            ({"labelled_fraction": 1.5}, "--labelled-fraction: expected a number in (0, 1]"),
+                            ({"cross_lambda": -1.0}, "--cross-lambda: expected a number >= 0"),
+                            ({"fold": -2}, "--fold: expected an integer >= -1"),
+                            ({"select": "best"}, "--select must be one of dev-loss, last"),
+                            ({"model_size": "tiny", "lambdas": (1.0,) * 7}, "has 4 layers")):
         with pytest.raises(EdgeLadderError, match=__import__("re").escape(text)):
             TrainConfig(**overrides)
 

@@ -256,16 +256,20 @@ def test_int8_with_broken_calibration_is_caught(decisive_export, tiny_features, 
 
 @pytest.fixture(scope="module")
 def stuck_run(tiny_run, tiny_features, tmp_path_factory):
-    """RUN_DIR whose model answers the same class for every clip, by a hair (classifier weights 0,
-    bias 0.05 on HAP): dev accuracy at chance and no clip where fp32 is decisive."""
+    """RUN_DIR whose model answers the same class for every clip, by a hair (top-layer weights 0,
+    beta 0.05 on HAP): dev accuracy at chance and no clip where fp32 is decisive."""
     from edge_ladder import EMOTIONS
     from edge_ladder.evaluate import evaluate
     from edge_ladder.features import atomic_write_json
     root = tmp_path_factory.mktemp("stuck")
     state = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
-    state["model"]["classifier.weight"].zero_()
-    state["model"]["classifier.bias"].zero_()
-    state["model"]["classifier.bias"][EMOTIONS.index("HAP")] = 0.05
+    model = state["model"]                     # the top ladder layer: logits = gamma * (BN(W h) + beta)
+    model["classifier.linear.weight"].zero_()
+    model["classifier.bn.running_mean"].zero_()
+    model["classifier.bn.running_var"].fill_(1.0)
+    model["classifier.gamma"].fill_(1.0)
+    model["classifier.beta"].zero_()
+    model["classifier.beta"][EMOTIONS.index("HAP")] = 0.05
     torch.save(state, root / "checkpoint.pt")
     dev = evaluate(root / "checkpoint.pt", tiny_features, "dev")      # what train would have written
     atomic_write_json(root / "metrics.json", {"dev": dev, "best_epoch": state["epoch"]})

@@ -131,6 +131,9 @@ def test_batchnorm_folding_of_a_real_ladder_net_is_exact_and_removes_bn(tmp_path
     module = prune.prune(net)
     folded, what = prune.fold_batchnorm(module)
     assert any("joint.bn -> joint.linear" in w for w in what) and any("gamma" in w for w in what)
+    # the top (classifier) ladder layer folds into one Gemm too: BN, + beta, * gamma
+    assert {"classifier.bn -> classifier.linear", "+ classifier.beta -> classifier.linear",
+            "* classifier.gamma -> classifier.linear"} <= set(what)
     graph_text = str(folded.graph)
     assert "batch_norm" not in graph_text and "gamma" not in graph_text
     inputs = flops.reference_inputs(batch=3, audio_frames=97, video_frames=9, seed=7)

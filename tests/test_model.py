@@ -88,7 +88,7 @@ def test_inference_ignores_decoders_and_decoders_get_gradients(net):
     labels = torch.from_numpy(rng.integers(0, 6, 6))
     module = net.inference_module()
     names = set(module.state_dict())
-    assert names and not any("decoder" in n or "combinator" in n for n in names)
+    assert names and not any("decoder" in n or "combinator" in n or "top_down" in n for n in names)
     before = module(**batch)
     state = {k: v.clone() for k, v in net.state_dict().items()}
     try:
@@ -96,7 +96,8 @@ def test_inference_ignores_decoders_and_decoders_get_gradients(net):
         net.zero_grad()
         out = net.training_losses(**batch, labels=labels, ladder="cross")
         out["loss"].backward()
-        decoder_params = [(n, p) for n, p in net.named_parameters() if "decoder" in n or "combinator" in n]
+        decoder_params = [(n, p) for n, p in net.named_parameters()
+                          if "decoder" in n or "combinator" in n or "top_down" in n]
         assert decoder_params
         for name, param in decoder_params:
             assert param.grad is not None and param.grad.abs().sum() > 0, name
@@ -242,3 +243,131 @@ def test_training_losses_with_the_face_absent_everywhere_are_finite_and_ignore_t
         torch.testing.assert_close(outs[1][key], outs[0][key], atol=0, rtol=0)
     assert outs[0]["denoise"].item() < 50.0  # ~1e7 when the face layers' zero variance divided
     assert outs[0]["loss"].item() < outs[0]["ce"].item() + 10.0
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 11: the top ladder layer, the data level, unlabelled rows, cross_lambda, checkpoint v2
+
+
+def random_batch(rng, n):
+    clips = [random_clip(rng, int(rng.integers(60, 130)), int(rng.integers(5, 12))) for _ in range(n)]
+    return tensors(batch_inputs(*zip(*clips)))
+
+
+def test_the_classifier_is_the_top_ladder_layer(net):
+    from edge_ladder.model import LadderLayer, bn_running
+    assert isinstance(net.classifier, LadderLayer) and net.classifier.activation == "linear"
+    rng = np.random.default_rng(10)
+    batch = random_batch(rng, 4)
+    pooled = net.pooled(**batch)
+    tops = []
+    for m in ("audio", "face"):
+        h = pooled[m]
+        for layer in net.encoders[m]:
+            h = layer.infer(h)
+        tops.append(h)
+    h_joint = net.joint.infer(torch.cat(tops, 1))
+    top = net.classifier
+    expected = top.gamma * (bn_running(top.bn, top.linear(h_joint)) + top.beta)     # no ReLU: logits < 0 exist
+    torch.testing.assert_close(net(**batch), expected, atol=1e-6, rtol=1e-6)
+    assert (expected < 0).any()
+    # training: the top layer's own denoising cost (its combinator and V_top get gradients in "within")
+    model = __import__("copy").deepcopy(net).train()
+    out = model.training_losses(**batch, labels=torch.tensor([0, 1, 2, 3]), ladder="within")
+    out["loss"].backward()
+    for name in ("top_combinator.a", "top_down.weight", "joint_combinator.a"):
+        assert model.get_parameter(name).grad.abs().sum() > 0, name
+
+
+def test_data_targets_are_masked_input_statistics(net):
+    rng = np.random.default_rng(11)
+    clips = [random_clip(rng, 97, 9, missing=(2,)), random_clip(rng, 61, 5)]
+    batch = tensors(batch_inputs(*zip(*clips)))
+    audio, face = net.normalise(batch["audio"], batch["face"])
+    targets = net.data_targets(audio, batch["audio_mask"], face, batch["face_mask"])
+    assert targets["audio"].shape == (2, 160) and targets["face"].shape == (2, 144)
+    second = audio[1, :61]                                                       # valid frames only
+    torch.testing.assert_close(targets["audio"][1, :80], second.mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(targets["audio"][1, 80:], torch.sqrt(second.var(0, unbiased=False) + 1e-5),
+                               atol=1e-5, rtol=1e-5)
+    valid = face[0, [i for i in range(9) if i != 2], 0]                           # (8, 48, 48)
+    pooled = F.avg_pool2d(valid[:, None], 4).reshape(8, 144).mean(0)
+    torch.testing.assert_close(targets["face"][0], pooled, atol=1e-5, rtol=1e-5)
+    # the data heads train (weight lambdas[0]) and their gradient reaches the backbones
+    model = __import__("copy").deepcopy(net).train()
+    out = model.training_losses(**random_batch(rng, 6), labels=torch.from_numpy(rng.integers(0, 6, 6)),
+                                lambdas=(1.0, 0.0, 0.0, 0.0), ladder="within")
+    out["loss"].backward()
+    for m in ("audio", "face"):
+        assert model.decoders[m].data.weight.grad.abs().sum() > 0, m
+
+
+def test_unlabelled_rows_get_no_cross_entropy_but_all_denoising_costs(net):
+    import copy
+    rng = np.random.default_rng(12)
+    batch = random_batch(rng, 8)
+    labels = torch.from_numpy(rng.integers(0, 6, 8))
+    half = labels.clone()
+    half[4:] = -1                                                              # features.UNLABELLED
+    for mode in ("within", "cross"):
+        outs = []
+        for target in (labels, half):
+            model = copy.deepcopy(net).train()
+            torch.manual_seed(5)
+            outs.append(model.training_losses(**batch, labels=target, ladder=mode))
+        # the denoising costs do not depend on labels: unlabelled rows take part exactly as labelled ones
+        torch.testing.assert_close(outs[1]["denoise"], outs[0]["denoise"], atol=0, rtol=0)
+        # cross-entropy: the labelled rows only
+        torch.testing.assert_close(outs[1]["ce"], F.cross_entropy(outs[1]["logits"][:4], labels[:4]))
+        assert abs(outs[1]["ce"].item() - outs[0]["ce"].item()) > 1e-4
+    # an all-unlabelled batch: CE 0, finite loss
+    model = copy.deepcopy(net).train()
+    out = model.training_losses(**batch, labels=torch.full((8,), -1), ladder="within")
+    assert out["ce"].item() == 0.0 and torch.isfinite(out["loss"]) and out["denoise"] > 0
+    # "none" (lambda = 0): unlabelled rows still pass through batch normalisation (the fair baseline)
+    alone, mixed = copy.deepcopy(net).train(), copy.deepcopy(net).train()
+    torch.manual_seed(5)
+    a = alone.training_losses(**{k: v[:4] for k, v in batch.items()}, labels=labels[:4], ladder="none")
+    torch.manual_seed(5)
+    b = mixed.training_losses(**batch, labels=half, ladder="none")
+    assert a["denoise"] == 0 and b["denoise"] == 0
+    assert not torch.allclose(a["ce"], b["ce"])
+    assert not torch.allclose(alone.joint.bn.running_mean, mixed.joint.bn.running_mean)
+
+
+def test_cross_lambda_weighs_only_the_cross_costs(net):
+    import copy
+    rng = np.random.default_rng(13)
+    batch = random_batch(rng, 6)
+    labels = torch.from_numpy(rng.integers(0, 6, 6))
+    for mode in ("none", "within", "cross"):
+        losses = []
+        for cross_lambda in (0.1, 3.0):
+            model = copy.deepcopy(net).train()
+            torch.manual_seed(6)
+            losses.append(model.training_losses(**batch, labels=labels, ladder=mode, cross_lambda=cross_lambda)["loss"])
+        if mode == "cross":
+            assert losses[1].item() > losses[0].item() + 1e-3
+        else:
+            torch.testing.assert_close(losses[1], losses[0], atol=0, rtol=0)
+
+
+def test_participation_ratio_measures_effective_dimensions():
+    from edge_ladder.model import participation_ratio
+    rng = np.random.default_rng(14)
+    assert participation_ratio(rng.normal(size=(4000, 8))) == pytest.approx(8, rel=0.05)
+    line = rng.normal(size=(500, 1)) * rng.normal(size=(1, 8))
+    assert participation_ratio(line + 1e-4 * rng.normal(size=(500, 8))) == pytest.approx(1, abs=0.01)
+    assert np.isnan(participation_ratio(rng.normal(size=(1, 8))))
+
+
+def test_version_1_checkpoints_are_refused_with_retrain(net, tmp_path):
+    from edge_ladder.model import checkpoint_dict
+    checkpoint = checkpoint_dict(net)
+    assert checkpoint["version"] == 2
+    torch.save(checkpoint, tmp_path / "v2.pt")
+    load_checkpoint(tmp_path / "v2.pt")
+    torch.save(dict(checkpoint, version=1), tmp_path / "v1.pt")
+    with pytest.raises(EdgeLadderError, match=r"version 1 is not supported .*top ladder layer.*Retrain with "
+                                              r"`edge-ladder train"):
+        load_checkpoint(tmp_path / "v1.pt")

@@ -116,9 +116,9 @@ def test_ladder_none_trains_without_decoders(tiny_features, tmp_path):
     torch.manual_seed(0)  # train() seeds like this before building the model
     fresh = LadderNet(model_config("tiny")).state_dict()
     trained = checkpoint["model"]
-    decoders = [k for k in fresh if k.startswith(("decoders.", "joint_combinator."))]
+    decoders = [k for k in fresh if k.startswith(("decoders.", "joint_combinator.", "top_combinator.", "top_down."))]
     assert decoders and all(torch.equal(fresh[k], trained[k]) for k in decoders)
-    assert not torch.equal(fresh["classifier.weight"], trained["classifier.weight"])
+    assert not torch.equal(fresh["classifier.linear.weight"], trained["classifier.linear.weight"])
 
 
 @pytest.mark.slow
@@ -317,7 +317,7 @@ def test_init_from_starts_a_new_run_from_a_checkpoint(tiny_run, small_features, 
     own = normalisation_of(small_features)
     assert not np.allclose(own, original["model"]["audio_mean"].numpy(), atol=1e-3)
     # weights: lr 1e-9 leaves them where the checkpoint had them
-    torch.testing.assert_close(tuned["model"]["classifier.weight"], original["model"]["classifier.weight"],
+    torch.testing.assert_close(tuned["model"]["classifier.linear.weight"], original["model"]["classifier.linear.weight"],
                                atol=1e-6, rtol=0)
     assert tuned["init_from"]["sha256"] == sha256_file(source) and tuned["init_from"]["epoch"] == original["epoch"]
     assert len(json.loads((run_dir / "metrics.json").read_text())["history"]) == 1          # a new run: epoch 1
@@ -368,3 +368,137 @@ def test_epoch_lines_print_with_no_progress_and_bars_only_on_a_terminal(small_fe
                      "--epochs", "1"]) == 0
     assert "\r" in terminal.getvalue() and "train:" in terminal.getvalue()               # the bar, on a terminal
     assert "epoch   1/1  train loss" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# semi-supervised training (issue 11 section 1)
+
+
+def fake_clips(groups, seed=0):
+    """Clip objects without arrays: {(label, actor): count}."""
+    from edge_ladder.features import Clip
+    clips = []
+    for (label, actor), count in sorted(groups.items()):
+        clips += [Clip(id=f"{actor}_{label}_{i}", actor=actor, label=label, audio=None, face=None, face_valid=None)
+                  for i in range(count)]
+    order = np.random.default_rng(seed).permutation(len(clips))
+    return [clips[i] for i in order]
+
+
+def test_labelled_subset_is_stratified_sized_and_fixed_by_the_seed():
+    from edge_ladder.train import select_labelled
+    rng = np.random.default_rng(0)
+    groups = {(label, f"a{actor}"): int(rng.integers(3, 15)) for label in range(6) for actor in range(20)}
+    clips = fake_clips(groups)
+    for fraction in (0.05, 0.1, 0.5):
+        keep = select_labelled(clips, fraction, seed=3)
+        assert len(keep) == round(fraction * len(clips)) and len(set(keep.tolist())) == len(keep)
+        np.testing.assert_array_equal(keep, select_labelled(clips, fraction, seed=3))      # reproducible
+        assert not np.array_equal(keep, select_labelled(clips, fraction, seed=4))          # the seed decides
+        # stratified: each (emotion, actor) group gets floor or ceil of its share
+        counts = {}
+        for i in keep:
+            key = (clips[i].label, clips[i].actor)
+            counts[key] = counts.get(key, 0) + 1
+        for key, size in groups.items():
+            assert np.floor(fraction * size) <= counts.get(key, 0) <= np.ceil(fraction * size), (fraction, key)
+        per_emotion = np.bincount([clips[i].label for i in keep], minlength=6)
+        expected = np.array([sum(n for (l, _), n in groups.items() if l == e) for e in range(6)]) * fraction
+        assert (np.abs(per_emotion - expected) <= 0.1 * expected + 3).all()
+    np.testing.assert_array_equal(select_labelled(clips, 1.0, 0), np.arange(len(clips)))
+    # a fraction too small for one label per emotion still keeps one of each
+    tiny = select_labelled(clips, 0.001, seed=0)
+    assert sorted(clips[i].label for i in tiny) == list(range(6))
+
+
+def test_epochs_with_unlabelled_clips_keep_a_sane_step_count():
+    from edge_ladder.train import epoch_batches, steps_per_epoch
+    n = 400
+    for labelled in (20, 200, 400):
+        batches = epoch_batches(labelled, n - labelled, 16, seed=0, epoch=1)
+        if labelled == n:
+            assert len(batches) == 25 and all(len(u) == 0 for _, u in batches)
+        else:  # one pass over the larger pool; the labelled batches cycle
+            assert len(batches) == steps_per_epoch(labelled, n - labelled, 16, 1) == max(labelled, n - labelled) // 16 + \
+                (max(labelled, n - labelled) % 16 > 0)
+            assert all(len(l) == 16 and len(u) == 16 for l, u in batches)
+            seen = np.concatenate([u for _, u in batches])
+            assert set(seen.tolist()) == set(range(n - labelled)) or labelled >= n - labelled
+        again = epoch_batches(labelled, n - labelled, 16, seed=0, epoch=1)
+        assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(batches, again))
+    # two ranks split every step's batches between them: together one pass (24 x 2 x 8 = 384 draws
+    # of 380 clips: only the 4 that wrap into the next permutation can repeat)
+    r0, r1 = (epoch_batches(20, 380, 8, seed=0, epoch=2, rank=r, world=2) for r in (0, 1))
+    assert len(r0) == len(r1) == 24
+    both = np.concatenate([u for _, u in r0] + [u for _, u in r1])
+    assert len(set(both.tolist())) == 380
+    assert len(set(np.concatenate([u for _, u in r0]).tolist()) & set(np.concatenate([u for _, u in r1]).tolist())) <= 4
+
+
+@pytest.fixture(scope="module")
+def extra_unlabelled(tmp_path_factory):
+    """Another small corpus prepared as unlabelled recordings would be (labels ignored)."""
+    from edge_ladder.synthetic import make_features
+    return make_features(tmp_path_factory.mktemp("extra"), actors=3, clips_per_actor=6, seed=5)
+
+
+def test_labelled_fraction_run_records_its_labels_and_selection(small_features, extra_unlabelled, tmp_path):
+    from edge_ladder.train import select_labelled
+    run_dir = train(tiny_config(small_features, tmp_path / "run", epochs=1, labelled_fraction=0.5,
+                                unlabelled=(str(extra_unlabelled),)))
+    record = json.loads((run_dir / "labelled.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    train_clips = load_split(small_features, "train")
+    keep = select_labelled(train_clips, 0.5, 0)
+    assert record["train"]["ids"] == [train_clips[i].id for i in keep]
+    assert record["train"]["count"] == round(0.5 * len(train_clips)) and record["train"]["of"] == len(train_clips)
+    assert sum(record["train"]["per_emotion"].values()) == record["train"]["count"]
+    assert record["fraction"] == 0.5 and record["seed"] == 0
+    assert record["unlabelled"]["train_clips"] == len(train_clips) - len(keep)
+    assert record["unlabelled"]["directories"][0]["clips"] == 18
+    assert record["unlabelled"]["total"] == len(train_clips) - len(keep) + 18
+    assert metrics["labelled"] == record
+    dev = load_split(small_features, "dev")
+    assert metrics["selection"]["criterion"] == "dev-loss"
+    # (this dev split is one actor with one clip per emotion: every emotion keeps >= 1 label)
+    assert metrics["selection"]["dev_labels_used"] == len(select_labelled(dev, 0.5, 0)) == 6
+    assert set(metrics["test"]) >= {"macro_f1", "accuracy"}
+    pr = metrics["history"][0]["layer0_participation"]
+    assert set(pr) == {"audio", "face"} and all(1.0 <= v <= 24.0 for v in pr.values())
+    # the same seed picks the same clips; --resume refuses another fraction
+    with pytest.raises(EdgeLadderError, match="labelled_fraction"):
+        train(tiny_config(small_features, run_dir, epochs=2, labelled_fraction=0.25, resume=True,
+                          unlabelled=(str(extra_unlabelled),)))
+    with pytest.raises(EdgeLadderError, match="FEATURES_DIR itself"):
+        train(tiny_config(small_features, tmp_path / "self", unlabelled=(str(small_features),)))
+
+
+def test_the_none_baseline_sees_the_unlabelled_clips_through_batch_norm(small_features, extra_unlabelled, tmp_path):
+    without = train(tiny_config(small_features, tmp_path / "a", epochs=1, ladder="none"))
+    with_extra = train(tiny_config(small_features, tmp_path / "b", epochs=1, ladder="none",
+                                   unlabelled=(str(extra_unlabelled),)))
+    a = torch.load(without / "last.pt", weights_only=True)["model"]
+    b = torch.load(with_extra / "last.pt", weights_only=True)["model"]
+    assert not torch.allclose(a["joint.bn.running_mean"], b["joint.bn.running_mean"])
+    assert json.loads((with_extra / "metrics.json").read_text())["history"][0]["train_denoise"] == 0.0
+
+
+def test_fold_trains_on_the_actor_fold(small_features, tmp_path):
+    from edge_ladder.features import actor_folds, read_manifest, read_splits
+    splits = read_splits(small_features)
+    run_dir = train(tiny_config(small_features, tmp_path, epochs=1, fold=1))
+    expected = actor_folds([c["actor"] for c in read_manifest(small_features)["clips"]], k=splits["k"], fold=1,
+                           seed=splits["seed"])
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["data"]["actors"] == {name: sorted(expected[name]) for name in ("train", "dev", "test")}
+    assert checkpoint["data"]["fold"] == 1 and checkpoint["data"]["actors"]["test"] != sorted(splits["test"])
+    with pytest.raises(EdgeLadderError, match="--fold 0 to"):
+        train(tiny_config(small_features, tmp_path / "x", fold=9))
+
+
+def test_select_last_uses_no_dev_labels(small_features, tmp_path):
+    run_dir = train(tiny_config(small_features, tmp_path, epochs=2, select="last", cross_lambda=0.3))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["best_epoch"] == 2 and metrics["selection"]["criterion"] == "last"
+    assert metrics["selection"]["dev_labels_used"] == 0
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["train_config"]["cross_lambda"] == 0.3
