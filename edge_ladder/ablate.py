@@ -42,10 +42,10 @@ from typing import NamedTuple
 from .argtypes import NON_NEGATIVE_INT, POSITIVE_INT, TORCH_DEVICES, Range, torch_device
 from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_png
 from .errors import EdgeLadderError
+from .train import LABELLED_FRACTION, SELECTIONS
 
 LADDERS = ("none", "within", "cross")
 BASELINES = ("none", "within")           # the modes every other mode is compared against
-LABELLED_FRACTION = Range(float, above=0, maximum=1)
 SEED = NON_NEGATIVE_INT
 FOLD = NON_NEGATIVE_INT
 PREPARED_FOLD = -1                       # TrainConfig.fold: splits.json as prepared
@@ -275,10 +275,12 @@ def read_row(key: Key, train_config, out_dir: Path) -> dict:
     if "test" not in metrics:
         raise EdgeLadderError(f"{run_dir / 'metrics.json'} has no test split results: the features' splits.json "
                               f"has no test actors. Prepare the features with actor folds (prepare --folds K).")
-    test = metrics["test"]
+    test, labelled = metrics["test"], metrics.get("labelled", {})
     return {**key._asdict(), "test_macro_f1": float(test["macro_f1"]), "test_accuracy": float(test["accuracy"]),
             "test_clips": int(sum(map(sum, test["confusion"]))),
             "dev_macro_f1": float(metrics["dev"]["macro_f1"]) if "dev" in metrics else None,
+            "labelled_clips": labelled.get("train", {}).get("count"),
+            "unlabelled_clips": labelled.get("unlabelled", {}).get("total"),
             "best_epoch": metrics.get("best_epoch"), "seconds": float(metrics.get("train_seconds", 0.0)),
             "run_dir": os.path.relpath(run_dir, out_dir)}
 
@@ -426,7 +428,9 @@ def summarise(rows, ladders, fractions) -> dict:
     for fraction in fractions:
         for ladder in ladders:
             mine = [r for r in rows if r["ladder"] == ladder and float(r["labelled_fraction"]) == float(fraction)]
+            counts = [r["labelled_clips"] for r in mine if r.get("labelled_clips") is not None]
             modes.append({"ladder": ladder, "labelled_fraction": float(fraction), "runs": len(mine),
+                          "labelled_clips": [min(counts), max(counts)] if counts else None,
                           "macro_f1": describe(r["test_macro_f1"] for r in mine),
                           "accuracy": describe(r["test_accuracy"] for r in mine)})
     paired = [paired_difference(rows, ladder, baseline, fraction)
@@ -476,9 +480,11 @@ def markdown(summary: dict) -> str:
                           "modalities")) + ".",
              "", "## Test macro-F1 and accuracy", "",
              "Mean over seeds x folds [95 % CI, Student t], in points (x 100).", "",
-             "| labelled fraction | ladder | runs | macro-F1 | accuracy |", "|---|---|---|---|---|"]
+             "| labelled fraction | labelled clips | ladder | runs | macro-F1 | accuracy |", "|---|---|---|---|---|---|"]
     for mode in summary["modes"]:
-        lines.append(f"| {mode['labelled_fraction']:g} | {mode['ladder']} | {mode['runs']} | "
+        counts = mode["labelled_clips"]
+        counts = "-" if counts is None else str(counts[0]) if counts[0] == counts[1] else f"{counts[0]}-{counts[1]}"
+        lines.append(f"| {mode['labelled_fraction']:g} | {counts} | {mode['ladder']} | {mode['runs']} | "
                      f"{_with_ci(mode['macro_f1'])} | {_with_ci(mode['accuracy'])} |")
     lines += ["", "## Paired differences", "",
               "A pair is two runs with the same seed, fold and labelled fraction (the same labelled clips and test "
@@ -677,7 +683,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{' '.join(f'{x:g}' for x in defaults.lambdas)})")
     parser.add_argument("--cross-lambda", type=LAMBDA, default=defaults.cross_lambda,
                         help="weight of the cross-modal costs (--ladder cross), as train (default %(default)s)")
-    parser.add_argument("--select", default=defaults.select,
+    parser.add_argument("--select", choices=SELECTIONS, default=defaults.select,
                         help="checkpoint selection, as train --select (default %(default)s)")
     parser.add_argument("--unlabelled", action="append", default=[], metavar="FEATURES_DIR",
                         help="features whose clips every run also trains on without labels (repeatable)")

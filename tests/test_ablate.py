@@ -124,7 +124,7 @@ def test_folds_outside_the_prepared_k_and_too_many_workers(tiny_features, tmp_pa
 
 @pytest.fixture(scope="module")
 def ablation_features(tmp_path_factory):
-    """6 actors x 12 clips: 4 train actors (48 clips), 1 dev, 1 test: seconds per tiny epoch."""
+    """6 actors x 12 clips in 5 actor folds (one of two actors): seconds per tiny epoch."""
     from edge_ladder.synthetic import make_features
     return make_features(tmp_path_factory.mktemp("ablation_features"), actors=6, clips_per_actor=12, seed=0)
 
@@ -153,6 +153,9 @@ def finished_ablation(ablation_features, tmp_path_factory):
 def test_ablation_trains_every_run_and_summarises_them(finished_ablation):
     config, summary, printed = finished_ablation
     out = ablate_module.Path(config.out_dir)
+    from edge_ladder.features import read_manifest, read_splits
+    train_actors = set(read_splits(config.features_dir)["train"])
+    n_train = sum(c["actor"] in train_actors for c in read_manifest(config.features_dir)["clips"])
     on_disk = json.loads((out / "ablation.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     assert summary["runs_planned"] == summary["runs_finished"] == 8 and summary["complete"]
@@ -166,6 +169,9 @@ def test_ablation_trains_every_run_and_summarises_them(finished_ablation):
         assert metrics["train_config"]["ladder"] == row["ladder"] and metrics["train_config"]["seed"] == row["seed"]
         assert metrics["train_config"]["labelled_fraction"] == row["labelled_fraction"]
         assert metrics["train_config"]["epochs"] == 1 and metrics["train_config"]["model_size"] == "tiny"
+        assert row["labelled_clips"] == metrics["labelled"]["train"]["count"]
+        assert row["labelled_clips"] + row["unlabelled_clips"] == n_train
+        assert row["labelled_clips"] == round(row["labelled_fraction"] * n_train)
         assert "epoch   1/1" in (run_dir / "train.log").read_text()      # the run's output went to its log
     paired = summary["paired_differences"]
     assert [(e["ladder"], e["baseline"], e["labelled_fraction"], e["pairs"]) for e in paired] == [
@@ -212,7 +218,7 @@ def test_interrupted_ablation_resumes(ablation_features, tmp_path, monkeypatch, 
 
     monkeypatch.setattr("edge_ladder.train.train", ctrl_c_in_second_run)
     command = ["ablate", str(ablation_features), "--out", str(tmp_path), "--ladder", "none,within",
-               "--labelled-fraction", "1", "--seeds", "0", "--epochs", "2", "--model-size", "tiny"]
+               "--labelled-fraction", "1", "--seeds", "0", "--folds", "1", "--epochs", "2", "--model-size", "tiny"]
     assert cli_main(command) == 130
     err = capsys.readouterr().err
     assert "interrupted; 1 of 2 runs finished" in err and "Re-run the same command to continue" in err
@@ -230,6 +236,16 @@ def test_interrupted_ablation_resumes(ablation_features, tmp_path, monkeypatch, 
     assert metrics["history"][0] == saved_epoch_1 and len(metrics["history"]) == 2   # continued, not retrained
     summary = json.loads((tmp_path / "ablation.json").read_text())
     assert summary["complete"] and summary["paired_differences"][0]["pairs"] == 1
+    # --folds 1: actor fold 1 of splits.json's k and seed, not the prepared fold 0
+    from edge_ladder.features import actor_folds, read_manifest, read_splits
+    splits = read_splits(ablation_features)
+    fold_1 = actor_folds({c["actor"] for c in read_manifest(ablation_features)["clips"]}, k=splits["k"], fold=1,
+                         seed=splits["seed"])
+    assert fold_1["test"] != splits["test"]
+    for row in summary["rows"]:
+        assert row["fold"] == 1 and row["run_dir"].endswith("_k1")
+        assert json.loads((tmp_path / row["run_dir"] / "metrics.json").read_text())["data"]["actors"]["test"] == \
+            fold_1["test"]
 
 
 def test_run_config_is_the_grid_point(ablation_features, tmp_path):
