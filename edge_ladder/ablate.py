@@ -613,6 +613,7 @@ def ablate(config: AblationConfig) -> dict:
             f"they were made with, pass --force to retrain them, or use a new --out.")
     counts = {s: sum(t["status"] == s for t in tasks) for s in ("resume", "restart", "retrain", "new")}
     workers = max(1, min(config.workers, len(tasks)))
+    threads = max(1, cores() // workers)      # fewer runs left than --workers: more threads each
     print(f"ablate: {len(keys)} runs ({len(config.ladders)} ladder modes x {len(config.labelled_fractions)} labelled "
           f"fractions x {len(config.seeds)} seeds x {len(config.folds)} folds): {len(keys) - len(tasks)} finished, "
           f"{counts['resume']} to resume, {counts['new'] + counts['restart'] + counts['retrain']} to train"
@@ -629,8 +630,8 @@ def ablate(config: AblationConfig) -> dict:
             log = Path(task["config"]["out_dir"]) / "train.log"
             if "error" in result:
                 raise EdgeLadderError(f"run {result['name']} failed: {result['error']} (traceback in {log}). The "
-                                      f"finished runs are kept: fix the cause and re-run the same command to "
-                                      f"continue.")
+                                      f"finished runs are kept, and runs in progress their last finished epoch: fix "
+                                      f"the cause and re-run the same command to continue.")
             done += 1
             row = read_row(task["key"], run_config(config, task["key"]), out_dir)
             left = len(tasks) - done

@@ -256,3 +256,36 @@ def test_run_config_is_the_grid_point(ablation_features, tmp_path):
         ("within", 0.05, 2, -1, 3, (0.5,))
     assert run.out_dir == str(tmp_path / "runs" / "within_f0.05_s2_kprepared") and not run.progress
     assert run.unlabelled == (str(ablation_features.resolve()),)
+
+
+@pytest.mark.slow
+def test_unlabelled_directories_pass_through_and_resolve(ablation_features, tmp_path, monkeypatch, capsys):
+    from edge_ladder.synthetic import make_features
+    make_features(tmp_path / "robot", actors=3, clips_per_actor=6, seed=5)
+    monkeypatch.chdir(tmp_path)                       # a relative --unlabelled path
+    command = ["ablate", str(ablation_features), "--out", "ab", "--ladder", "within", "--labelled-fraction", "0.5",
+               "--seeds", "0", "--epochs", "1", "--model-size", "tiny", "--unlabelled", "robot"]
+    assert cli_main(command) == 0
+    row, = json.loads((tmp_path / "ab" / "ablation.json").read_text())["rows"]
+    metrics = json.loads((tmp_path / "ab" / row["run_dir"] / "metrics.json").read_text())
+    assert metrics["train_config"]["unlabelled"] == [str(tmp_path / "robot")]
+    assert row["unlabelled_clips"] == metrics["labelled"]["train"]["of"] - row["labelled_clips"] + 18
+    capsys.readouterr()
+    assert cli_main(command) == 0                     # the same relative path: the same run, skipped
+    assert "1 finished, 0 to resume, 0 to train" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_force_retrains_runs_with_other_settings(finished_ablation, tmp_path):
+    import shutil
+    config, summary, _ = finished_ablation
+    name = "none_f0.5_s0_kprepared"
+    shutil.copytree(ablate_module.Path(config.out_dir) / "runs" / name, tmp_path / "runs" / name)
+    two_epochs = dict(ladders=("none",), labelled_fractions=(0.5,), seeds=(0,),
+                      train={"epochs": 2, "model_size": "tiny"})
+    with pytest.raises(EdgeLadderError, match="1 run directory .* epochs 1 \\(this ablation: 2\\)"):
+        ablate(grid(config.features_dir, tmp_path, **two_epochs))
+    again = ablate(grid(config.features_dir, tmp_path, force=True, **two_epochs))
+    metrics = json.loads((tmp_path / "runs" / name / "metrics.json").read_text())
+    assert metrics["train_config"]["epochs"] == 2 and len(metrics["history"]) == 2
+    assert again["runs_finished"] == 1 and "--force: deleted" in (tmp_path / "runs" / name / "train.log").read_text()
