@@ -151,7 +151,8 @@ class AblationConfig:
             "--labelled-fraction", (float(x) for x in self.labelled_fractions),
             lambda x: LABELLED_FRACTION.check("--labelled-fraction", x))
         self.seeds = _check_list("--seeds", self.seeds, lambda x: SEED.check("--seeds", x))
-        self.folds = _check_list("--folds", self.folds, lambda x: None if x == PREPARED_FOLD else FOLD.check("--folds", x))
+        self.folds = _check_list("--folds", self.folds,
+                                 lambda x: None if x == PREPARED_FOLD else FOLD.check("--folds", x))
         if PREPARED_FOLD in self.folds and len(self.folds) > 1:
             raise EdgeLadderError(f"--folds: {PREPARED_FOLD} (splits.json as prepared) cannot be mixed with actor "
                                   f"folds; got {self.folds}")
@@ -319,7 +320,7 @@ def _train_one(task: dict) -> dict:
             train_module.train(config)
         except Exception as error:     # the main process stops the ablation and shows this
             traceback.print_exc(file=log)
-            result["error"] = f"{type(error).__name__}: {error}" if not isinstance(error, EdgeLadderError) else str(error)
+            result["error"] = str(error) if isinstance(error, EdgeLadderError) else f"{type(error).__name__}: {error}"
     result["wall_seconds"] = time.perf_counter() - started
     return result
 
@@ -480,7 +481,8 @@ def markdown(summary: dict) -> str:
                           "modalities")) + ".",
              "", "## Test macro-F1 and accuracy", "",
              "Mean over seeds x folds [95 % CI, Student t], in points (x 100).", "",
-             "| labelled fraction | labelled clips | ladder | runs | macro-F1 | accuracy |", "|---|---|---|---|---|---|"]
+             "| labelled fraction | labelled clips | ladder | runs | macro-F1 | accuracy |",
+             "|---|---|---|---|---|---|"]
     for mode in summary["modes"]:
         counts = mode["labelled_clips"]
         counts = "-" if counts is None else str(counts[0]) if counts[0] == counts[1] else f"{counts[0]}-{counts[1]}"
@@ -608,9 +610,10 @@ def ablate(config: AblationConfig) -> dict:
             tasks.append({"name": run_name(key), "key": key, "status": status, "config": asdict(train_config)})
     if others:
         raise EdgeLadderError(
-            f"{len(others)} run director{'y' if len(others) == 1 else 'ies'} in {out_dir / 'runs'} hold runs with other "
-            f"settings than this ablation ({others[0]}{'; ...' if len(others) > 1 else ''}): re-run with the settings "
-            f"they were made with, pass --force to retrain them, or use a new --out.")
+            f"{len(others)} run director{'y' if len(others) == 1 else 'ies'} in {out_dir / 'runs'} "
+            f"{'holds a run' if len(others) == 1 else 'hold runs'} with other settings than this ablation "
+            f"({others[0]}{'; ...' if len(others) > 1 else ''}): re-run with the settings they were made with, "
+            f"pass --force to retrain them, or use a new --out.")
     counts = {s: sum(t["status"] == s for t in tasks) for s in ("resume", "restart", "retrain", "new")}
     workers = max(1, min(config.workers, len(tasks)))
     threads = max(1, cores() // workers)      # fewer runs left than --workers: more threads each

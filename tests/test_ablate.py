@@ -82,7 +82,8 @@ def test_summary_compares_every_mode_with_none_and_within():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--ladder", "none,sideways"], "argument --ladder: expected none, within or cross; got 'sideways' in 'none,sideways'"),
+    (["--ladder", "none,sideways"],
+     "argument --ladder: expected none, within or cross; got 'sideways' in 'none,sideways'"),
     (["--ladder", ""], "argument --ladder: expected a comma-separated list of ladder modes; got '' (an empty list)"),
     (["--ladder", "none,,within"], "(an empty item)"),
     (["--ladder", "none,within,none"], "argument --ladder: none given more than once in 'none,within,none'"),
@@ -165,7 +166,8 @@ def test_ablation_trains_every_run_and_summarises_them(finished_ablation):
         run_dir = out / row["run_dir"]
         assert run_dir.name == run_name(Key(row["ladder"], row["labelled_fraction"], row["seed"], row["fold"]))
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert row["test_macro_f1"] == metrics["test"]["macro_f1"] and row["test_accuracy"] == metrics["test"]["accuracy"]
+        assert row["test_macro_f1"] == metrics["test"]["macro_f1"]
+        assert row["test_accuracy"] == metrics["test"]["accuracy"]
         assert metrics["train_config"]["ladder"] == row["ladder"] and metrics["train_config"]["seed"] == row["seed"]
         assert metrics["train_config"]["labelled_fraction"] == row["labelled_fraction"]
         assert metrics["train_config"]["epochs"] == 1 and metrics["train_config"]["model_size"] == "tiny"
