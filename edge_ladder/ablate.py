@@ -665,10 +665,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("features_dir", metavar="FEATURES_DIR", help="prepared features with actor folds")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="ablation directory: runs/, ablation.json, ablation.md, ablation.png")
-    parser.add_argument("--ladder", type=CommaList("ladder modes", words=LADDERS), default=LADDERS,
+    parser.add_argument("--ladder", type=CommaList("ladder modes", words=LADDERS), default=LADDERS, metavar="MODES",
                         help=f"comma-separated ladder modes (default {','.join(LADDERS)})")
     parser.add_argument("--labelled-fraction", type=CommaList("fractions in (0, 1]", LABELLED_FRACTION),
-                        default=grid["labelled_fractions"].default,
+                        default=grid["labelled_fractions"].default, metavar="FRACTIONS",
                         help="comma-separated fractions of the train clips that keep their labels, in (0, 1] "
                              "(default 0.05,0.1,1)")
     parser.add_argument("--seeds", type=CommaList("seeds >= 0", SEED), default=grid["seeds"].default,
@@ -677,7 +677,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", type=CommaList("actor folds >= 0", FOLD), default=None,
                         help="comma-separated actor folds of splits.json's k (test fold; the next is dev); "
                              "default: the split as prepared")
-    parser.add_argument("--epochs", type=EPOCHS, default=defaults.epochs, help="epochs per run (default %(default)s)")
+    parser.add_argument("--epochs", type=EPOCHS, default=defaults.epochs, metavar="N", help="epochs per run (default %(default)s)")
     parser.add_argument("--model-size", choices=("tiny", "small"), default=defaults.model_size,
                         help="(default %(default)s)")
     parser.add_argument("--batch-size", type=BATCH_SIZE, default=defaults.batch_size,
@@ -692,7 +692,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unlabelled", action="append", default=[], metavar="FEATURES_DIR",
                         help="features whose clips every run also trains on without labels (repeatable)")
     parser.add_argument("--device", type=torch_device, default=defaults.device, help=TORCH_DEVICES)
-    parser.add_argument("--workers", type=POSITIVE_INT, default=1,
+    parser.add_argument("--workers", type=POSITIVE_INT, default=1, metavar="N",
                         help="runs at once, each in its own process with cores / N torch threads (default 1)")
     parser.add_argument("--force", action="store_true",
                         help="retrain run directories that hold runs with other settings (else refused)")
