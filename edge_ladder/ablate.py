@@ -677,7 +677,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", type=CommaList("actor folds >= 0", FOLD), default=None,
                         help="comma-separated actor folds of splits.json's k (test fold; the next is dev); "
                              "default: the split as prepared")
-    parser.add_argument("--epochs", type=EPOCHS, default=defaults.epochs, metavar="N", help="epochs per run (default %(default)s)")
+    parser.add_argument("--epochs", type=EPOCHS, default=defaults.epochs, metavar="N",
+                        help="epochs per run (default %(default)s)")
     parser.add_argument("--model-size", choices=("tiny", "small"), default=defaults.model_size,
                         help="(default %(default)s)")
     parser.add_argument("--batch-size", type=BATCH_SIZE, default=defaults.batch_size,
