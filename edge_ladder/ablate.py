@@ -276,9 +276,11 @@ def read_row(key: Key, train_config, out_dir: Path) -> dict:
     if "test" not in metrics:
         raise EdgeLadderError(f"{run_dir / 'metrics.json'} has no test split results: the features' splits.json "
                               f"has no test actors. Prepare the features with actor folds (prepare --folds K).")
+    from .metrics import chance_level
     test, labelled = metrics["test"], metrics.get("labelled", {})
     return {**key._asdict(), "test_macro_f1": float(test["macro_f1"]), "test_accuracy": float(test["accuracy"]),
             "test_clips": int(sum(map(sum, test["confusion"]))),
+            "test_at_chance": chance_level(test["confusion"])["at_chance"],    # binomial test, metrics.chance_level
             "dev_macro_f1": float(metrics["dev"]["macro_f1"]) if "dev" in metrics else None,
             "labelled_clips": labelled.get("train", {}).get("count"),
             "unlabelled_clips": labelled.get("unlabelled", {}).get("total"),
@@ -505,6 +507,12 @@ def markdown(summary: dict) -> str:
     if unpaired:
         lines += ["", f"{unpaired} run(s) have no finished partner yet and are left out of the pairs "
                       f"(ablation.json: paired_differences[].unpaired)."]
+    at_chance = [r for r in summary["rows"] if r.get("test_at_chance")]
+    if at_chance:
+        lines += ["", f"WARNING: {len(at_chance)} of {len(summary['rows'])} runs are at chance level on the test split "
+                      f"(binomial test against always answering the most frequent class; rows[].test_at_chance): "
+                      f"they have not learned the task, so their differences say nothing about the ladder. Train "
+                      f"longer (--epochs) or check the features."]
     clips = [r["test_clips"] for r in summary["rows"]]
     if clips:
         n = sum(clips) / len(clips)
@@ -642,7 +650,8 @@ def ablate(config: AblationConfig) -> dict:
             key = task["key"]
             print(f"[{len(keys) - len(tasks) + done}/{len(keys)}] {key.ladder:6s} fraction {key.labelled_fraction:g}  "
                   f"seed {key.seed}  fold {'prepared' if key.fold == PREPARED_FOLD else key.fold}: test macro-F1 "
-                  f"{row['test_macro_f1']:.3f} (accuracy {row['test_accuracy']:.3f}) in "
+                  f"{row['test_macro_f1']:.3f} (accuracy {row['test_accuracy']:.3f}"
+                  f"{', at chance' if row['test_at_chance'] else ''}) in "
                   f"{_duration(result['wall_seconds'])}; {left} left" + (f", ETA {_duration(eta)}" if left else ""),
                   flush=True)
             summary = write_summary(config, keys, features)

@@ -168,6 +168,8 @@ def test_ablation_trains_every_run_and_summarises_them(finished_ablation):
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert row["test_macro_f1"] == metrics["test"]["macro_f1"]
         assert row["test_accuracy"] == metrics["test"]["accuracy"]
+        from edge_ladder.metrics import chance_level
+        assert row["test_at_chance"] == chance_level(metrics["test"]["confusion"])["at_chance"]
         assert metrics["train_config"]["ladder"] == row["ladder"] and metrics["train_config"]["seed"] == row["seed"]
         assert metrics["train_config"]["labelled_fraction"] == row["labelled_fraction"]
         assert metrics["train_config"]["epochs"] == 1 and metrics["train_config"]["model_size"] == "tiny"
@@ -184,6 +186,8 @@ def test_ablation_trains_every_run_and_summarises_them(finished_ablation):
     assert printed.count("test macro-F1") == 8 and "0 left" in printed and "8 to train" in printed
     markdown = (out / "ablation.md").read_text()
     assert "| within - none | 0.5 | 2 |" in markdown and "is \"no difference\"" in markdown
+    at_chance = sum(r["test_at_chance"] for r in summary["rows"])
+    assert (f"WARNING: {at_chance} of 8 runs are at chance level" in markdown) == (at_chance > 0)
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
