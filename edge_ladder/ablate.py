@@ -192,8 +192,13 @@ def check_features(config: AblationConfig) -> dict:
     from .features import read_manifest, read_splits
     read_manifest(Path(config.features_dir))
     splits = read_splits(Path(config.features_dir))
-    k = int(splits["k"])
-    outside = [f for f in config.folds if f != PREPARED_FOLD and not 0 <= f < k]
+    folds = [f for f in config.folds if f != PREPARED_FOLD]
+    if folds and ("k" not in splits or "seed" not in splits):
+        raise EdgeLadderError(f"--folds: {Path(config.features_dir) / 'splits.json'} does not record the folds' k "
+                              f"and seed. Re-run prepare (it writes them), or drop --folds to use the split as "
+                              f"prepared.")
+    k = int(splits.get("k", 0))
+    outside = [f for f in folds if not 0 <= f < k]
     if outside:
         raise EdgeLadderError(
             f"--folds {','.join(map(str, config.folds))}: {config.features_dir} was prepared with k = {k} actor "
@@ -493,7 +498,7 @@ def markdown(summary: dict) -> str:
     lines += ["", "## Paired differences", "",
               "A pair is two runs with the same seed, fold and labelled fraction (the same labelled clips and test "
               "actors). Difference = ladder - baseline in points, mean over the pairs [95 % CI, Student t over "
-              "pairs]; wins/ties/total count the pairs where the ladder mode scored higher/equal. A difference "
+              "pairs, which counts the pairs of one fold, on the same test actors, as independent]; wins/ties/total count the pairs where the ladder mode scored higher/equal. A difference "
               "whose CI includes 0 is \"no difference\".", "",
               "| comparison | labelled fraction | pairs | macro-F1 difference | wins/ties/total | "
               "accuracy difference | wins/ties/total | macro-F1 verdict |", "|---|---|---|---|---|---|---|---|"]
