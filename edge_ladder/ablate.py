@@ -498,8 +498,9 @@ def markdown(summary: dict) -> str:
     lines += ["", "## Paired differences", "",
               "A pair is two runs with the same seed, fold and labelled fraction (the same labelled clips and test "
               "actors). Difference = ladder - baseline in points, mean over the pairs [95 % CI, Student t over "
-              "pairs, which counts the pairs of one fold, on the same test actors, as independent]; wins/ties/total count the pairs where the ladder mode scored higher/equal. A difference "
-              "whose CI includes 0 is \"no difference\".", "",
+              "pairs, which counts the pairs of one fold, on the same test actors, as independent]; "
+              "wins/ties/total count the pairs where the ladder mode scored higher/equal. A difference whose CI "
+              "includes 0 is \"no difference\".", "",
               "| comparison | labelled fraction | pairs | macro-F1 difference | wins/ties/total | "
               "accuracy difference | wins/ties/total | macro-F1 verdict |", "|---|---|---|---|---|---|---|---|"]
     for entry in summary["paired_differences"]:
