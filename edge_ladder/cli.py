@@ -24,6 +24,7 @@ SUBCOMMANDS = {
                                        "directory (log-mel + face crops)"),
     "train": ("edge_ladder.train", "train the cross-modal ladder network"),
     "evaluate": ("edge_ladder.evaluate", "evaluate a checkpoint on a split"),
+    "ablate": ("edge_ladder.ablate", "train ladder modes x labelled fractions x seeds x folds, compare them paired"),
     "export": ("edge_ladder.export.cli", "checkpoint -> pruned ONNX fp32 + fp16 + int8 (+ export.json)"),
     "build-engine": ("edge_ladder.export.cli_engine", "ONNX -> TensorRT engine (+ sidecar JSON)"),
     "infer": ("edge_ladder.runtime.cli", "run a model on clips (WAV + FLV), print JSON or write CSV"),
@@ -32,7 +33,7 @@ SUBCOMMANDS = {
 }
 
 # these pick up where an interrupted run stopped when the same command runs again
-RESUMABLE = ("make-corpus", "prepare", "demo")
+RESUMABLE = ("make-corpus", "prepare", "demo", "ablate")
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
