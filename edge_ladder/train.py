@@ -76,6 +76,8 @@ class TrainConfig:
     init_from: str = ""               # a checkpoint.pt: new run starting from its weights + normalisation
     stop_after_epoch: int = 0         # >0: stop cleanly after this epoch (time-sliced jobs, tests)
     eval_batch_size: int = 64
+    fold: int = -1                    # -1: splits.json as prepared; K >= 0: actor fold K as test (K+1 dev) of
+                                      # features.actor_folds(all actors, splits.json's k and seed)
 
     def __post_init__(self):
         if self.ladder not in ("none", "within", "cross"):
@@ -91,6 +93,7 @@ class TrainConfig:
         NON_NEGATIVE.check("weight_decay", self.weight_decay)
         NON_NEGATIVE_INT.check("stop_after_epoch", self.stop_after_epoch)
         POSITIVE_INT.check("eval_batch_size", self.eval_batch_size)
+        Range(int, minimum=-1, why="-1 = splits.json as prepared").check("--fold", self.fold)
         check_torch_device("--device", self.device)
         self.lambdas = tuple(float(LAMBDA.check("--lambdas", x)) for x in self.lambdas)
         check_lambdas(self.lambdas, self.model_size)
@@ -306,10 +309,23 @@ def init_from_checkpoint(model, path, device) -> dict:
             "train_config": saved.get("train_config", {})}
 
 
-def data_record(features_dir: Path, identity: dict) -> dict:
+def run_splits(features_dir: Path, fold: int = -1) -> dict:
+    """splits.json as prepared (fold -1), or actor fold `fold` of the same k and seed (train --fold)."""
+    splits = read_splits(features_dir)
+    if fold < 0:
+        return splits
+    from .features import actor_folds
+    if fold >= splits["k"]:
+        raise EdgeLadderError(f"--fold {fold}: {features_dir} was prepared with {splits['k']} actor folds; pass "
+                              f"--fold 0..{splits['k'] - 1} (or re-run prepare with more --folds).")
+    actors = sorted({str(entry["actor"]) for entry in read_manifest(features_dir)["clips"]})
+    return actor_folds(actors, k=splits["k"], fold=fold, seed=splits["seed"])
+
+
+def data_record(features_dir: Path, identity: dict, splits: dict | None = None) -> dict:
     """What a checkpoint records about its data: the features' identity and the actors of each
     split, so evaluate can refuse a "test" split that holds actors it was trained or selected on."""
-    splits = read_splits(features_dir)
+    splits = splits or read_splits(features_dir)
     return {"features": identity,
             "actors": {name: sorted(map(str, splits.get(name, []))) for name in ("train", "dev", "test")}}
 
@@ -437,9 +453,10 @@ def _train(config: TrainConfig) -> Path:
     features_dir = Path(config.features_dir)
     read_manifest(features_dir)
     check_run_dir(config, run_dir, is_main)
-    train_clips = load_split(features_dir, "train")
-    dev_clips = load_split(features_dir, "dev")
-    test_clips = load_split(features_dir, "test")
+    splits = run_splits(features_dir, config.fold)
+    every = load_split(features_dir, "all")
+    train_clips, dev_clips, test_clips = ([c for c in every if c.actor in set(map(str, splits[name]))]
+                                          for name in ("train", "dev", "test"))
     if len(train_clips) < 2 or not dev_clips:
         raise EdgeLadderError(f"{features_dir}: need >= 2 train clips and >= 1 dev clip; got "
                               f"{len(train_clips)} train, {len(dev_clips)} dev. Generate more actors.")
@@ -493,7 +510,7 @@ def _train(config: TrainConfig) -> Path:
             extensions.append({"after_epoch": state["epoch"], "from_epochs": planned, "to_epochs": config.epochs})
             if is_main:
                 print(extension_note(config, state["epoch"], planned, steps_per_epoch), flush=True)
-    record = {"data": data_record(features_dir, features), "init_from": init_from}
+    record = {"data": data_record(features_dir, features, splits), "init_from": init_from}
 
     step_model = _train_step_class()(model)
     if world > 1:  # decoders / cross heads get no gradient in the none / within ablations
@@ -641,6 +658,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=torch_device, default=defaults.device, help=TORCH_DEVICES)
     parser.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
     parser.add_argument("--seed", type=SEED, default=defaults.seed, help="random seed, >= 0 (default %(default)s)")
+    parser.add_argument("--fold", type=int, default=defaults.fold,
+                        help="actor fold K as the test split (K+1 dev), recomputed with splits.json's k and seed; "
+                             "-1: splits.json as prepared (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no tqdm bar (it only shows on a terminal; the per-epoch lines always print)")
 
@@ -651,7 +671,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        model_size=args.model_size, modality_dropout=args.modality_dropout,
                        noise_std=args.noise_std, lambdas=tuple(args.lambdas), resume=args.resume,
                        force=args.force, init_from=args.init_from, device=args.device, amp=args.amp,
-                       seed=args.seed, progress=not args.no_progress)
+                       seed=args.seed, progress=not args.no_progress, fold=args.fold)
 
 
 def run(args: argparse.Namespace) -> int:
