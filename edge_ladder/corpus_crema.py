@@ -145,7 +145,17 @@ VOICE_CUES = tuple(n for n, c in CUES.items() if c.modality == "voice")
 FACE_CUES = tuple(n for n, c in CUES.items() if c.modality == "face")
 
 
+@functools.lru_cache(maxsize=64)
+def _prototype(emotion: str, strength: float) -> tuple:
+    return tuple(prototype_values(emotion, strength).items())
+
+
 def prototype(emotion: str, strength: float = 1.0) -> dict:
+    """Noise-free cue values of an emotion portrayed at `strength` -> {cue name: value} (cached)."""
+    return dict(_prototype(emotion, float(strength)))
+
+
+def prototype_values(emotion: str, strength: float = 1.0) -> dict:
     """Noise-free cue values of an emotion portrayed at `strength` -> {cue name: value}."""
     v, a, d = PAD[emotion]
     out = {}
@@ -155,10 +165,15 @@ def prototype(emotion: str, strength: float = 1.0) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _cue_spread() -> tuple:
+    values = np.array([[prototype(e)[n] for n in CUES] for e in EMOTIONS])
+    return tuple(zip(CUES, values.std(axis=0)))
+
+
 def cue_spread() -> dict:
     """Standard deviation of each cue across the six full-strength prototypes (the rater's unit)."""
-    values = np.array([[prototype(e)[n] for n in CUES] for e in EMOTIONS])
-    return dict(zip(CUES, values.std(axis=0)))
+    return dict(_cue_spread())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,8 +215,9 @@ def clip_cues(seed: int, actor_id: int, sentence: str, emotion: str, level: str)
 # Rendering (the easy corpus' synthesiser and face, driven by the clip's cues)
 
 
-def render_clip(seed: int, actor_id: int, sentence: str, emotion: str, level: str, cues: dict):
-    """-> (pcm int16 (n,), frames (N, 360, 480, 3) uint8 BGR at CORPUS_FPS)."""
+def render_audio(seed: int, actor_id: int, sentence: str, emotion: str, level: str, cues: dict):
+    """-> (pcm int16 (n,), syllable onsets (s), syllable length (s), duration (s), speaker, rng);
+    render_clip goes on drawing the video from the same rng."""
     actor = make_actor(actor_id, seed)
     rng = np.random.default_rng([seed, actor_id, SENTENCES.index(sentence), EMOTIONS.index(emotion),
                                  LEVELS.index(level), 13])
@@ -210,6 +226,12 @@ def render_clip(seed: int, actor_id: int, sentence: str, emotion: str, level: st
     voice = Voice(pitch=cues["pitch"], range=cues["range"], rate=cues["rate"], gain_db=cues["gain_db"],
                   tilt=cues["tilt"], breath=cues["breath"], jitter=cues["jitter"])
     pcm, onsets, length, duration = synth_audio(speaker, voice, 1.0, SYLLABLES[sentence], rng)
+    return pcm, onsets, length, duration, speaker, rng
+
+
+def render_clip(seed: int, actor_id: int, sentence: str, emotion: str, level: str, cues: dict):
+    """-> (pcm int16 (n,), frames (N, 360, 480, 3) uint8 BGR at CORPUS_FPS)."""
+    pcm, onsets, length, duration, speaker, rng = render_audio(seed, actor_id, sentence, emotion, level, cues)
     face = Face(smile=cues["smile"], brow=cues["brow"], slant=cues["slant"], eyes=cues["eyes"])
     n_frames = max(1, int(round(duration * CORPUS_FPS)))
     times = np.arange(n_frames) / CORPUS_FPS
@@ -266,7 +288,8 @@ def rater_votes(name: str, cues: dict, seed: int) -> dict:
         unit = np.array([spread[n] for n in names])
         neutral = np.array([CUES[n].neutral for n in names])
         seen = (np.array([cues[n] for n in names]) - neutral) / unit                       # (C,)
-        protos = np.array([[prototype(e, LEVEL_STRENGTH["XX"])[n] for n in names] for e in EMOTIONS])
+        at_xx = [prototype(e, LEVEL_STRENGTH["XX"]) for e in EMOTIONS]
+        protos = np.array([[p[n] for n in names] for p in at_xx])
         protos = (protos - neutral) / unit                                                  # (6, C)
         perceived = seen + rng.normal(0, RATER_NOISE, (RATERS, len(names)))                 # (R, C)
         votes = np.argmin(((perceived[:, None, :] - protos[None]) ** 2).sum(-1), axis=1)   # (R,)
