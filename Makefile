@@ -11,7 +11,7 @@ DIST   ?= dist
 # torch is pinned: this machine has the 2.13.0 CPU build on disk; an unpinned torch pulls CUDA (GBs).
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test kernels bench bench-stream wheel clean
+.PHONY: setup demo test kernels bench bench-stream wheel clean corpus-accuracy
 
 setup: $(VENV)/.installed
 
@@ -53,3 +53,9 @@ wheel:
 
 clean:
 	rm -rf build $(OUT) $(DIST) .pytest_cache
+
+# how hard the crema corpus is: the default model per modality on actor folds (README: The hard corpus).
+# CPU-heavy: FOLDS=5 trains 15 models; set CORPUS_ACCURACY_ARGS="--features DIR" to re-use prepared features.
+FOLDS ?= 5
+corpus-accuracy: setup
+	$(BIN)/python benchmarks/corpus_accuracy.py --out corpus_accuracy_out --folds $(FOLDS) $(CORPUS_ACCURACY_ARGS)

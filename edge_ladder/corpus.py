@@ -211,13 +211,17 @@ def synth_audio(actor: Actor, voice: Voice, intensity: float, n_syllables: int, 
 
 
 def draw_face(actor: Actor, face: Face, k: float, mouth_open: float, offset: tuple, light: float,
-              rng) -> np.ndarray:
-    """One BGR frame (H, W, 3) uint8."""
+              rng, size: tuple = VIDEO_SIZE, scale: float = 1.0, noise=None) -> np.ndarray:
+    """One BGR frame (H, W, 3) uint8 of `size` (W, H); `scale` multiplies the actor's head size and
+    line widths (corpus_crema draws 480x360 frames at scale 2.25; offsets are in frame pixels).
+    noise: (H, W, 3) float32 unit sensor noise to use instead of drawing it from rng (at 480x360,
+    drawing it is most of a frame's cost)."""
     cv2 = _cv2()
-    width, height = VIDEO_SIZE
-    img = _background(actor.background).copy()
-    cx, cy = width / 2 + offset[0], height / 2 + 6 + offset[1]
-    ax, ay = actor.head
+    width, height = size
+    img = _background(actor.background, size).copy()
+    cx, cy = width / 2 + offset[0], height / 2 + 6 * scale + offset[1]
+    ax, ay = actor.head[0] * scale, actor.head[1] * scale
+    thick = {n: max(1, int(round(n * scale))) for n in (1, 2, 3)}    # line widths at this scale
     skin = actor.skin
 
     def pt(x, y):
@@ -238,13 +242,13 @@ def draw_face(actor: Actor, face: Face, k: float, mouth_open: float, offset: tup
         lid = pt(0.22 * ax, max(1.0, 0.11 * ax * opening))
         cv2.ellipse(img, centre, lid, 0, 0, 360, (200, 200, 205), -1, aa, shift)
         cv2.circle(img, centre, int(0.1 * ax * 16), (40, 30, 30), -1, aa, shift)
-        cv2.ellipse(img, centre, lid, 0, 180, 360, (30, 25, 25), 1, aa, shift)
+        cv2.ellipse(img, centre, lid, 0, 180, 360, (30, 25, 25), thick[1], aa, shift)
         brow_y = eye_y - 0.28 * ax - face.brow * k * 0.14 * ax
         inner = (cx + side * 0.14 * ax, brow_y + face.slant * k * 0.14 * ax)
         outer = (cx + side * 0.62 * ax, brow_y - face.slant * k * 0.06 * ax)
-        cv2.line(img, pt(*inner), pt(*outer), actor.hair, 3, aa, shift)
+        cv2.line(img, pt(*inner), pt(*outer), actor.hair, thick[3], aa, shift)
     shade = tuple(0.7 * c for c in skin)
-    cv2.line(img, pt(cx, eye_y + 4), pt(cx - 3, cy + 0.2 * ay), shade, 2, aa, shift)
+    cv2.line(img, pt(cx, eye_y + 4 * scale), pt(cx - 3 * scale, cy + 0.2 * ay), shade, thick[2], aa, shift)
     mouth_y, mouth_w = cy + 0.45 * ay, 0.45 * ax
     xs = np.linspace(-1, 1, 21)
     smile = face.smile * k
@@ -253,16 +257,18 @@ def draw_face(actor: Actor, face: Face, k: float, mouth_open: float, offset: tup
     lips = np.concatenate([np.stack([cx + xs * mouth_w, top], 1), np.stack([cx + xs * mouth_w, bottom], 1)[::-1]])
     cv2.fillPoly(img, [np.round(lips * 16).astype(np.int32)], (50, 40, 110), aa, shift)
     cv2.polylines(img, [np.round(np.stack([cx + xs * mouth_w, top], 1) * 16).astype(np.int32)], False,
-                  (40, 30, 90), 2, aa, shift)
+                  (40, 30, 90), thick[2], aa, shift)
     img *= light                                                                 # lighting drift
-    img += rng.standard_normal(img.shape, dtype=np.float32) * 5.0                # sensor noise
+    if noise is None:
+        noise = rng.standard_normal(img.shape, dtype=np.float32)
+    img += noise * 5.0                                                           # sensor noise
     return np.clip(img, 0, 255, out=img).astype(np.uint8)
 
 
 @functools.lru_cache(maxsize=8)
-def _background(colour: tuple) -> np.ndarray:
-    """(H, W, 3) float32 vertical gradient of the actor's backdrop colour."""
-    width, height = VIDEO_SIZE
+def _background(colour: tuple, size: tuple = VIDEO_SIZE) -> np.ndarray:
+    """(H, W, 3) float32 vertical gradient of the actor's backdrop colour; size (W, H)."""
+    width, height = size
     gradient = np.linspace(0.8, 1.15, height, dtype=np.float32)[:, None, None]
     return np.broadcast_to(gradient * np.array(colour, np.float32), (height, width, 3)).copy()
 
@@ -426,6 +432,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clips per actor, emotions balanced (default 24; CREMA-D has 82)")
     parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="random seed (default 0)")
     parser.add_argument("--workers", type=POSITIVE_INT, default=None, help="processes (default: all cores)")
+    parser.add_argument("--difficulty", choices=DIFFICULTIES, default="easy",
+                        help="easy: this module's fast corpus (default); crema: built from what is known of "
+                             "CREMA-D, 480x360@30 fps, both modalities carry arousal and valence "
+                             "(edge_ladder.corpus_crema)")
+
+
+DIFFICULTIES = ("easy", "crema")
+
+
+def generator(difficulty: str):
+    """The make_corpus function of a --difficulty."""
+    if difficulty not in DIFFICULTIES:
+        raise EdgeLadderError(f"--difficulty must be one of {', '.join(DIFFICULTIES)}; got {difficulty!r}.")
+    if difficulty == "crema":
+        from . import corpus_crema
+        return corpus_crema.make_corpus
+    return make_corpus
 
 
 def run(args: argparse.Namespace) -> int:
@@ -436,8 +459,10 @@ def run(args: argparse.Namespace) -> int:
               f"--input {args.out_dir}`, not for training: `edge-ladder prepare` splits train/dev/test by actor and "
               f"needs at least {MIN_SPLIT_ACTORS} (--actors {MIN_SPLIT_ACTORS} or more).")
     start = time.perf_counter()
-    out = make_corpus(args.out_dir, actors=args.actors, clips_per_actor=args.clips_per_actor, seed=args.seed,
-                      workers=args.workers, progress=True)
-    print(f"wrote {args.actors * args.clips_per_actor} clips ({args.actors} actors) in CREMA-D layout to {out} "
+    difficulty = getattr(args, "difficulty", "easy")
+    out = generator(difficulty)(args.out_dir, actors=args.actors, clips_per_actor=args.clips_per_actor,
+                                seed=args.seed, workers=args.workers, progress=True)
+    print(f"wrote {args.actors * args.clips_per_actor} clips ({args.actors} actors, --difficulty {difficulty}) in "
+          f"CREMA-D layout to {out} "
           f"in {time.perf_counter() - start:.1f} s")
     return 0

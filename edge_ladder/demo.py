@@ -130,14 +130,17 @@ class Stages:
 
 
 def run_demo(out, actors: int = 16, clips_per_actor: int = 24, epochs: int = 12, seed: int = 0,
-             bench_seconds: float = 3.0, force: bool = False, workers: int | None = None) -> dict:
-    """Run the chain into `out`; returns the summary written to out/summary.json."""
+             bench_seconds: float = 3.0, force: bool = False, workers: int | None = None,
+             difficulty: str = "easy") -> dict:
+    """Run the chain into `out`; returns the summary written to out/summary.json. difficulty: the
+    corpus (make-corpus --difficulty: easy, the fast default, or crema, edge_ladder.corpus_crema)."""
     from . import bench, corpus, prepare, train
     from .evaluate import evaluate
     from .export import export_checkpoint
 
     out = Path(out)
     ACTORS.check("--actors", actors)
+    generate = corpus.generator(difficulty)
     if force and out.exists():
         for name in (*STAGE_DIRS.values(), "stages.json", "summary.json"):
             target = out / name
@@ -163,8 +166,8 @@ def run_demo(out, actors: int = 16, clips_per_actor: int = 24, epochs: int = 12,
         seconds[name] = time.perf_counter() - start
 
     def make_corpus(resume):            # clips already on disk (same settings: an interrupted run) are kept
-        corpus.make_corpus(dirs["corpus"], actors=actors, clips_per_actor=clips_per_actor, seed=seed,
-                           workers=workers, progress=True)
+        generate(dirs["corpus"], actors=actors, clips_per_actor=clips_per_actor, seed=seed, workers=workers,
+                 progress=True)
 
     def run_train(resume):
         resume = resume and (dirs["run"] / "last.pt").exists()
@@ -181,8 +184,11 @@ def run_demo(out, actors: int = 16, clips_per_actor: int = 24, epochs: int = 12,
     def features_digest():             # manifest.json + splits.json + clips/, not prepare_report.json's timing
         return tree_digest(dirs["features"], ("manifest.json", "splits.json", "clips"))
 
-    _stage(f"1/6 make-corpus: {actors} actors x {clips_per_actor} clips (CREMA-D layout)")
-    stage("corpus", {"actors": actors, "clips_per_actor": clips_per_actor, "seed": seed}, {},
+    _stage(f"1/6 make-corpus: {actors} actors x {clips_per_actor} clips (CREMA-D layout, --difficulty {difficulty})")
+    # the easy corpus' settings stay as before, so demo directories made before --difficulty are still up to date
+    corpus_settings = {"actors": actors, "clips_per_actor": clips_per_actor, "seed": seed,
+                       **({"difficulty": difficulty} if difficulty != "easy" else {})}
+    stage("corpus", corpus_settings, {},
           lambda: {"corpus": tree_digest(dirs["corpus"])}, make_corpus)
 
     _stage("2/6 prepare: log-mel + Haar face crops, actor-grouped folds")
@@ -283,9 +289,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0,
                         help="seed of the corpus, splits and training (default 0)")
     parser.add_argument("--force", action="store_true", help="delete previous demo outputs and start over")
+    parser.add_argument("--difficulty", choices=("easy", "crema"), default="easy",
+                        help="the generated corpus: easy (fast, default) or crema (CREMA-D-like, 480x360@30 fps, "
+                             "both modalities carry arousal and valence; make-corpus --difficulty crema)")
 
 
 def run(args: argparse.Namespace) -> int:
     run_demo(args.out, actors=args.actors, clips_per_actor=args.clips_per_actor, epochs=args.epochs,
-             seed=args.seed, bench_seconds=args.bench_seconds, force=args.force, workers=args.workers)
+             seed=args.seed, bench_seconds=args.bench_seconds, force=args.force, workers=args.workers,
+             difficulty=args.difficulty)
     return 0
