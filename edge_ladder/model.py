@@ -535,10 +535,12 @@ class LadderNet(nn.Module):
 
         labels (B,) int: a class, or UNLABELLED (-1) for a row without a label: it gets no
         cross-entropy but passes through every batch normalisation and every denoising cost.
-        lambdas[l] weighs layer l: l = 0 the pooled input (and its data-space targets), then the
-        hidden layers of each modality, then the joint layer, then the top (classifier) layer;
-        the last value repeats for the layers above it. cross_lambda weighs every cross-modal
-        reconstruction cost (ladder "cross").
+        lambdas weigh the levels bottom to top, as in Rasmus et al. (whose lambdas[0] weighs the
+        input data): lambdas[0] the data level (each decoder's reconstruction of its modality's
+        fixed data-space targets), lambdas[1] layer 0 (the pooled backbone output, a learned
+        embedding), lambdas[2 ...] the hidden layers of each modality, then the joint layer, then
+        the top (classifier) layer; the last value repeats for the levels above it. cross_lambda
+        weighs every cross-modal reconstruction cost (ladder "cross").
         Returns {"loss", "ce", "denoise" (unweighted sum of C_d), "logits" (corrupted)}.
         """
         if ladder not in LADDER_MODES:
@@ -567,27 +569,28 @@ class LadderNet(nn.Module):
         loss = ce
         if ladder != "none":
             hidden = len(self.layer_dims)                       # modality layers 0..hidden-1
-            weight = lambda l: lambdas[min(l, len(lambdas) - 1)]  # noqa: E731
+            # level 0 is the data level, level l + 1 modality layer l, then joint, then top
+            weight = lambda level: lambdas[min(level, len(lambdas) - 1)]  # noqa: E731
             # top: u = BN(h~_top), h~_top = softmax of the corrupted logits (Rasmus et al.)
             u_top = bn_batch(torch.softmax(logits.float(), dim=1), 1e-5)          # (B, C)
             z_hat_top = self.top_combinator(z_top_noisy, u_top)                   # (B, C)
             # joint, under it: u_J = BN(V_top zhat_top)
             z_hat_joint = self.joint_combinator(z_joint_noisy, bn_batch(self.top_down(z_hat_top), 1e-5))
-            for z_pre, z_hat, layer, l in ((z_pre_top, z_hat_top, self.classifier, hidden + 1),
-                                           (z_pre_joint, z_hat_joint, self.joint, hidden)):
+            for z_pre, z_hat, layer, level in ((z_pre_top, z_hat_top, self.classifier, hidden + 2),
+                                               (z_pre_joint, z_hat_joint, self.joint, hidden + 1)):
                 cost = denoising_cost(z_pre, z_hat, everyone, layer.bn.eps)
                 denoise = denoise + cost
-                loss = loss + weight(l) * cost
+                loss = loss + weight(level) * cost
             # a layer of modality n is reconstructed only where n is present (module docstring)
             costs = []  # (target modality index, layer, z_hat, weight)
             audio_normalised, face_normalised = self.normalise(audio, face)
             targets = self.data_targets(audio_normalised, audio_mask, face_normalised, face_mask)
             for i, m in enumerate(MODALITIES):
                 own, cross, data_hat = self.decoders[m](z_hat_joint, noisy[m])
-                costs += [(i, l, z_hat, weight(l)) for l, z_hat in enumerate(own)]
+                costs += [(i, l, z_hat, weight(l + 1)) for l, z_hat in enumerate(own)]
                 if ladder == "cross":
                     costs += [(1 - i, l, z_hat, cross_lambda) for l, z_hat in enumerate(cross)]
-                # the data level below layer 0, in input units, weight lambdas[0]
+                # the data level below layer 0, in input units, weight lambdas[0] (Rasmus et al.'s input)
                 cost = data_cost(targets[m], data_hat, presence[:, i])
                 denoise = denoise + cost
                 loss = loss + weight(0) * cost

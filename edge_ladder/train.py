@@ -138,22 +138,24 @@ class TrainConfig:
                                   f"from: drop --init-from.")
 
 
-def ladder_layers(model_size: str) -> int:
-    """Denoising-cost layers of a model size: layer 0 (pooled input, with its data level), the
-    hidden layers, the joint, the top (classifier) layer."""
+def ladder_levels(model_size: str) -> int:
+    """Denoising-cost levels of a model size, each weighed by one --lambdas value: the data level
+    (fixed data-space targets), layer 0 (pooled backbone output), the hidden layers, the joint,
+    the top (classifier) layer."""
     from .model import model_config
-    return len(model_config(model_size).encoder_dims) + 3
+    return len(model_config(model_size).encoder_dims) + 4
 
 
 def check_lambdas(lambdas: tuple, model_size: str) -> None:
-    """lambdas[l] weighs layer l; the last value repeats for the deeper layers, the joint and the
-    top (LadderNet.training_losses), so more values than layers could only be a mistake."""
-    layers = ladder_layers(model_size)
-    if not 1 <= len(lambdas) <= layers:
+    """lambdas[k] weighs level k (ladder_levels; LadderNet.training_losses); the last value repeats
+    for the levels above, so more values than levels could only be a mistake."""
+    levels = ladder_levels(model_size)
+    if not 1 <= len(lambdas) <= levels:
         raise EdgeLadderError(
             f"--lambdas: got {len(lambdas)} value(s) ({' '.join(f'{x:g}' for x in lambdas)}); a --model-size "
-            f"{model_size} ladder has {layers} layers (input, {layers - 3} hidden, joint, top): give 1 to "
-            f"{layers} values, the last one repeats for the deeper layers, the joint and the top.")
+            f"{model_size} ladder has {levels} levels (data, layer 0, {levels - 4} hidden, joint, top): give 1 "
+            f"to {levels} values, the first weighs the data-space targets, the second layer 0 (the pooled "
+            f"backbone output), and the last one repeats for the deeper layers, the joint and the top.")
 
 
 # ---------------------------------------------------------------------------------------------
