@@ -84,10 +84,11 @@ class TrainConfig:
     modalities: str = "av"            # av | audio | video: "audio" trains with faces flagged absent
     modality_dropout: float = 0.2     # per modality and sample (AuxFormer); never both at once
     noise_std: float = 0.3            # corrupted-path Gaussian noise (ladder reference)
-    lambdas: tuple = (0.1, 0.1, 0.1)  # C_d weights: layer 0 (pooled input + its data-space targets), then
-                                      # hidden, joint and top (classifier) layers; the last value repeats.
-                                      # 0.1 everywhere: chosen on a dev fold (issue 11); the reference's
-                                      # 1000 / 10 / 0.1 no longer collapses layer 0 (data-space anchor)
+    lambdas: tuple = (0.1, 0.1, 0.1)  # C_d weights bottom to top: the data level (data-space targets: Rasmus
+                                      # et al.'s input layer), layer 0 (pooled backbone output), hidden,
+                                      # joint, top (classifier); the last value repeats. 0.1 everywhere: chosen
+                                      # on a dev fold (issue 11); the reference's 1000 / 10 / 0.1 still
+                                      # collapses audio layer 0 on the test corpus (model.py docstring)
     cross_lambda: float = 0.1         # weight of every cross-modal reconstruction cost (--ladder cross)
     labelled_fraction: float = 1.0    # keep the labels of this fraction of the train clips (stratified by
                                       # emotion and actor, fixed by seed); the rest become unlabelled
@@ -873,8 +874,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-std", type=NOISE_STD, default=defaults.noise_std,
                         help="Gaussian noise of the corrupted ladder path, >= 0 (default %(default)s)")
     parser.add_argument("--lambdas", type=LAMBDA, nargs="+", default=list(defaults.lambdas),
-                        help="denoising weights >= 0: layer 0 (and its data level), then hidden, joint and top "
-                             "layers (last repeats); at most one per layer (tiny: 4, small: 5; default 0.1 0.1 0.1)")
+                        help="denoising weights >= 0, bottom to top: the data level (data-space targets, "
+                             "Rasmus et al.'s input), layer 0, hidden, joint and top layers (last repeats); at "
+                             "most one per level (tiny: 5, small: 6; default 0.1 0.1 0.1)")
     parser.add_argument("--cross-lambda", type=LAMBDA, default=defaults.cross_lambda,
                         help="weight >= 0 of each cross-modal reconstruction cost (--ladder cross; default "
                              "%(default)s)")
