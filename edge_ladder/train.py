@@ -84,10 +84,11 @@ class TrainConfig:
     modalities: str = "av"            # av | audio | video: "audio" trains with faces flagged absent
     modality_dropout: float = 0.2     # per modality and sample (AuxFormer); never both at once
     noise_std: float = 0.3            # corrupted-path Gaussian noise (ladder reference)
-    lambdas: tuple = (0.1, 0.1, 0.1)  # C_d weights: layer 0 (pooled input + its data-space targets), then
-                                      # hidden, joint and top (classifier) layers; the last value repeats.
-                                      # 0.1 everywhere: chosen on a dev fold (issue 11); the reference's
-                                      # 1000 / 10 / 0.1 no longer collapses layer 0 (data-space anchor)
+    lambdas: tuple = (0.1, 0.1, 0.1)  # C_d weights bottom to top: the data level (data-space targets: Rasmus
+                                      # et al.'s input layer), layer 0 (pooled backbone output), hidden,
+                                      # joint, top (classifier); the last value repeats. 0.1 everywhere: chosen
+                                      # on a dev fold (issue 11); the reference's 1000 / 10 / 0.1 still
+                                      # collapses audio layer 0 on the test corpus (model.py docstring)
     cross_lambda: float = 0.1         # weight of every cross-modal reconstruction cost (--ladder cross)
     labelled_fraction: float = 1.0    # keep the labels of this fraction of the train clips (stratified by
                                       # emotion and actor, fixed by seed); the rest become unlabelled
@@ -138,22 +139,24 @@ class TrainConfig:
                                   f"from: drop --init-from.")
 
 
-def ladder_layers(model_size: str) -> int:
-    """Denoising-cost layers of a model size: layer 0 (pooled input, with its data level), the
-    hidden layers, the joint, the top (classifier) layer."""
+def ladder_levels(model_size: str) -> int:
+    """Denoising-cost levels of a model size, each weighed by one --lambdas value: the data level
+    (fixed data-space targets), layer 0 (pooled backbone output), the hidden layers, the joint,
+    the top (classifier) layer."""
     from .model import model_config
-    return len(model_config(model_size).encoder_dims) + 3
+    return len(model_config(model_size).encoder_dims) + 4
 
 
 def check_lambdas(lambdas: tuple, model_size: str) -> None:
-    """lambdas[l] weighs layer l; the last value repeats for the deeper layers, the joint and the
-    top (LadderNet.training_losses), so more values than layers could only be a mistake."""
-    layers = ladder_layers(model_size)
-    if not 1 <= len(lambdas) <= layers:
+    """lambdas[k] weighs level k (ladder_levels; LadderNet.training_losses); the last value repeats
+    for the levels above, so more values than levels could only be a mistake."""
+    levels = ladder_levels(model_size)
+    if not 1 <= len(lambdas) <= levels:
         raise EdgeLadderError(
             f"--lambdas: got {len(lambdas)} value(s) ({' '.join(f'{x:g}' for x in lambdas)}); a --model-size "
-            f"{model_size} ladder has {layers} layers (input, {layers - 3} hidden, joint, top): give 1 to "
-            f"{layers} values, the last one repeats for the deeper layers, the joint and the top.")
+            f"{model_size} ladder has {levels} levels (data, layer 0, {levels - 4} hidden, joint, top): give 1 "
+            f"to {levels} values, the first weighs the data-space targets, the second layer 0 (the pooled "
+            f"backbone output), and the last one repeats for the deeper layers, the joint and the top.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -871,8 +874,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-std", type=NOISE_STD, default=defaults.noise_std,
                         help="Gaussian noise of the corrupted ladder path, >= 0 (default %(default)s)")
     parser.add_argument("--lambdas", type=LAMBDA, nargs="+", default=list(defaults.lambdas),
-                        help="denoising weights >= 0: layer 0 (and its data level), then hidden, joint and top "
-                             "layers (last repeats); at most one per layer (tiny: 4, small: 5; default 0.1 0.1 0.1)")
+                        help="denoising weights >= 0, bottom to top: the data level (data-space targets, "
+                             "Rasmus et al.'s input), layer 0, hidden, joint and top layers (last repeats); at "
+                             "most one per level (tiny: 5, small: 6; default 0.1 0.1 0.1)")
     parser.add_argument("--cross-lambda", type=LAMBDA, default=defaults.cross_lambda,
                         help="weight >= 0 of each cross-modal reconstruction cost (--ladder cross; default "
                              "%(default)s)")

@@ -76,15 +76,17 @@ def test_bad_flag_values_are_one_line_errors(argv, expected, capsys, tmp_path):
 
 
 def test_lambdas_beyond_the_ladders_layers_are_refused(capsys):
-    """7 values on a 4-layer (tiny) ladder: refused before any data is read."""
+    """7 values on a 5-level (tiny) ladder: refused before any data is read; the message says
+    what each value weighs (data level first, as Rasmus et al.'s input layer)."""
     pytest.importorskip("torch")
     argv = T + ["--model-size", "tiny", "--lambdas", *["1"] * 7]
     assert cli_main(argv) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--lambdas: got 7 value(s)" in error
-    assert "a --model-size tiny ladder has 4 layers (input, 1 hidden, joint, top): give 1 to 4 values" in error
-    assert cli_main(T + ["--lambdas", *["1"] * 6]) == 2                  # small: 5 layers
-    assert "give 1 to 5 values" in capsys.readouterr().err
+    assert "a --model-size tiny ladder has 5 levels (data, layer 0, 1 hidden, joint, top): give 1 to 5 values" in error
+    assert "the first weighs the data-space targets, the second layer 0" in error
+    assert cli_main(T + ["--lambdas", *["1"] * 7]) == 2                  # small: 6 levels
+    assert "give 1 to 6 values" in capsys.readouterr().err
 
 
 def test_the_python_api_checks_the_same_ranges():
@@ -100,7 +102,7 @@ def test_the_python_api_checks_the_same_ranges():
                             ({"cross_lambda": -1.0}, "--cross-lambda: expected a number >= 0"),
                             ({"fold": -2}, "--fold: expected an integer >= -1"),
                             ({"select": "best"}, "--select must be one of dev-loss, last"),
-                            ({"model_size": "tiny", "lambdas": (1.0,) * 7}, "has 4 layers")):
+                            ({"model_size": "tiny", "lambdas": (1.0,) * 6}, "has 5 levels")):
         with pytest.raises(EdgeLadderError, match=__import__("re").escape(text)):
             TrainConfig(**overrides)
 

@@ -302,6 +302,32 @@ def test_data_targets_are_masked_input_statistics(net):
         assert model.decoders[m].data.weight.grad.abs().sum() > 0, m
 
 
+def test_lambdas_weigh_the_data_level_first_then_layer_0(net):
+    """Rasmus et al.'s lambdas[0] weighs the input data: ours weighs the data level, lambdas[1]
+    layer 0 (the learned embedding), lambdas[2] the hidden layer, then joint and top."""
+    import copy
+    rng = np.random.default_rng(13)
+    batch, labels = random_batch(rng, 6), torch.from_numpy(rng.integers(0, 6, 6))
+
+    def grads(lambdas):
+        model = copy.deepcopy(net).train()
+        torch.manual_seed(3)
+        out = model.training_losses(**batch, labels=labels, lambdas=lambdas, ladder="within")
+        (out["loss"] - out["ce"]).backward()
+        return {m: (float(model.decoders[m].data.weight.grad.abs().sum()),
+                    float(model.decoders[m].combinators[0].a.grad.abs().sum()),
+                    float(model.decoders[m].combinators[1].a.grad.abs().sum())) for m in ("audio", "face")}
+
+    # a combinator at layer l reaches only the costs at l and below (top-down), the data head only
+    # the data level
+    for m, (data, layer0, hidden) in grads((1.0, 0.0)).items():          # the data level only
+        assert data > 0, m
+    for m, (data, layer0, hidden) in grads((0.0, 1.0, 0.0)).items():     # layer 0 only
+        assert data == 0 and layer0 > 0, m
+    for m, (data, layer0, hidden) in grads((0.0, 0.0, 1.0, 0.0, 0.0)).items():   # the hidden layer only
+        assert data == 0 and layer0 == 0 and hidden > 0, m
+
+
 def test_unlabelled_rows_get_no_cross_entropy_but_all_denoising_costs(net):
     import copy
     rng = np.random.default_rng(12)
