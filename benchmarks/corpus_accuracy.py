@@ -59,8 +59,15 @@ def run_one(features_dir: Path, run_dir: Path, modality: str, fold: int, args) -
     """Step 3 for one (modality, fold): train with train's defaults (re-used when metrics.json is there)."""
     from edge_ladder import train
     metrics_path = run_dir / "metrics.json"
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    wanted = {"modalities": modality, "fold": fold, "seed": args.seed,
+              "epochs": args.epochs or train.TrainConfig().epochs}
+    if metrics_path.exists():          # re-used only when it ran with these settings
+        saved = json.loads(metrics_path.read_text()).get("train_config", {})
+        if any(saved.get(key) != value for key, value in wanted.items()):
+            print(f"  {run_dir.name}: ran with other settings ({ {k: saved.get(k) for k in wanted} }): again", flush=True)
+            metrics_path.unlink()
     if not metrics_path.exists():
-        overrides = {"epochs": args.epochs} if args.epochs else {}
         config = train.TrainConfig(features_dir=str(features_dir), out_dir=str(run_dir), modalities=modality,
                                    fold=fold, seed=args.seed, progress=False, force=True, **overrides)
         start = time.perf_counter()
@@ -71,6 +78,18 @@ def run_one(features_dir: Path, run_dir: Path, modality: str, fold: int, args) -
             "macro_f1": metrics["test"]["macro_f1"], "epochs": metrics["train_config"]["epochs"],
             "train_seconds": metrics.get("train_seconds"), "test_clips": int(np.sum(metrics["test"]["confusion"])),
             "test_actors": metrics.get("data", {}).get("actors", {}).get("test")}
+
+
+def summarise(rows: list, modalities) -> dict:
+    """Per modality: accuracy and macro-F1 mean +- 95 % CI over the finished folds."""
+    summary = {}
+    for modality in modalities:
+        mine = [r for r in rows if r["modality"] == modality]
+        if mine:
+            summary[modality] = {"accuracy": mean_ci([r["accuracy"] for r in mine]),
+                                 "macro_f1": mean_ci([r["macro_f1"] for r in mine]),
+                                 "target_accuracy": TARGETS[modality]}
+    return summary
 
 
 def main(argv=None) -> int:
@@ -100,27 +119,23 @@ def main(argv=None) -> int:
     k = json.loads((features_dir / "splits.json").read_text())["k"]
     if args.folds > k:
         parser.error(f"--folds {args.folds}: {features_dir} has {k} actor folds")
-    rows = []
+    manifest = json.loads((features_dir / "manifest.json").read_text())
+    path, rows = out / "corpus_accuracy.json", []
+    environment = capture_environment()
     for fold in range(args.folds):          # fold-major: an interrupted run still has every modality of fold 0
         for modality in modalities:
             rows.append(run_one(features_dir, out / "runs" / f"{modality}-fold{fold}", modality, fold, args))
-    summary = {}
-    for modality in modalities:
-        mine = [r for r in rows if r["modality"] == modality]
-        summary[modality] = {"accuracy": mean_ci([r["accuracy"] for r in mine]),
-                             "macro_f1": mean_ci([r["macro_f1"] for r in mine]), "target_accuracy": TARGETS[modality]}
+            # written after every run, so a benchmark stopped part-way still reports what it measured
+            atomic_write_json(path, {"features": str(features_dir), "source": manifest.get("source"),
+                                     "clips": len(manifest["clips"]), "folds_run": args.folds, "k": k,
+                                     "complete": len(rows) == args.folds * len(modalities), "runs": rows,
+                                     "summary": summarise(rows, modalities), "environment": environment})
     print(f"\n{features_dir}: default model, {args.folds} of {k} actor folds")
-    for modality, s in summary.items():
+    for modality, s in summarise(rows, modalities).items():
         acc, f1, (low, high) = s["accuracy"], s["macro_f1"], s["target_accuracy"]
         inside = "inside" if low <= acc["mean"] <= high else "outside"
         print(f"  {modality:5s} accuracy {acc['mean']:.3f} +- {acc['ci95']:.3f}  macro-F1 {f1['mean']:.3f} +- "
               f"{f1['ci95']:.3f}  (target {low:.2f}-{high:.2f}: {inside})")
-    manifest = json.loads((features_dir / "manifest.json").read_text())
-    report = {"features": str(features_dir), "source": manifest.get("source"), "clips": len(manifest["clips"]),
-              "folds_run": args.folds, "k": k, "runs": rows, "summary": summary,
-              "environment": capture_environment()}
-    path = out / "corpus_accuracy.json"
-    atomic_write_json(path, report)
     print(f"wrote {path}")
     return 0
 
