@@ -224,15 +224,20 @@ def format_summary(summary: dict, max_lines: int = 20) -> str:
     lines = [f"kept {summary['kept']} clips from {summary['actors']} actors ({summary['resumed']} already done); "
              f"faces found in {100 * summary['face_detected_fraction']:.1f} % of video frames; "
              f"splits by actor: {summary['splits']}; {summary['seconds']:.1f} s"]
-    if summary["skipped"]:
-        lines.append(f"skipped {len(summary['skipped'])} files: "
-                     + ", ".join(f"{n} {c}" for c, n in summary["by_category"].items()))
-        for entry in summary["skipped"][:max_lines]:
-            lines.append(f"  {entry['id']}: {entry['category']}: {entry['reason']}")
-        if len(summary["skipped"]) > max_lines:
-            lines.append(f"  ... and {len(summary['skipped']) - max_lines} more")
-        lines.append(f"  (all of them in {Path(summary['out_dir']) / 'prepare_report.json'})")
-    return "\n".join(lines)
+    return "\n".join(lines + skipped_lines(summary, "files", max_lines))
+
+
+def skipped_lines(summary: dict, what: str, max_lines: int = 20) -> list[str]:
+    """The report's skipped entries (what: "files", "recordings"), at most max_lines of them."""
+    skipped = summary["skipped"]
+    if not skipped:
+        return []
+    lines = [f"skipped {len(skipped)} {what}: " + ", ".join(f"{n} {c}" for c, n in summary["by_category"].items())]
+    lines += [f"  {entry['id']}: {entry['category']}: {entry['reason']}" for entry in skipped[:max_lines]]
+    if len(skipped) > max_lines:
+        lines.append(f"  ... and {len(skipped) - max_lines} more")
+    lines.append(f"  (all of them in {Path(summary['out_dir']) / 'prepare_report.json'})")
+    return lines
 
 
 # CREMA-D-only flags and their defaults (None on the command line: `--unlabelled` refuses them when given)

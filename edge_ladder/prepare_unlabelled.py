@@ -387,12 +387,5 @@ def format_summary(summary: dict, max_lines: int = 20) -> str:
              f"{summary['dropped_seconds']:.1f} s of short tails dropped; {summary['seconds']:.1f} s"]
     for warning in summary["warnings"][:max_lines]:
         lines.append(f"  warning: {warning}")
-    if summary["skipped"]:
-        lines.append(f"skipped {len(summary['skipped'])} recordings: "
-                     + ", ".join(f"{n} {c}" for c, n in summary["by_category"].items()))
-        for entry in summary["skipped"][:max_lines]:
-            lines.append(f"  {entry['id']}: {entry['category']}: {entry['reason']}")
-        if len(summary["skipped"]) > max_lines:
-            lines.append(f"  ... and {len(summary['skipped']) - max_lines} more")
-        lines.append(f"  (all of them in {Path(summary['out_dir']) / 'prepare_report.json'})")
-    return "\n".join(lines)
+    from .prepare import skipped_lines
+    return "\n".join(lines + skipped_lines(summary, "recordings", max_lines))
