@@ -364,7 +364,8 @@ def epoch_batches(n_labelled: int, n_unlabelled: int, batch_size: int, seed: int
 def collapse_signal(model, clips, device, batch_size: int = 64, modalities: str = "av") -> dict:
     """{"audio": PR, "face": PR}: participation ratio (model.participation_ratio) of the clean
     layer-0 z (running statistics) over the clips where the modality is present; ~1 = collapsed,
-    embed_dim = isotropic. nan when fewer than 2 clips have it."""
+    embed_dim = isotropic. None (null in metrics.json, which stays strict JSON) when fewer than 2
+    clips have the modality, e.g. audio in a --modalities video run."""
     torch = _torch()
     from .model import MODALITIES, participation_ratio
     model.eval()
@@ -376,7 +377,8 @@ def collapse_signal(model, clips, device, batch_size: int = 64, modalities: str 
             z = model.layer0_codes(**tensors)
             for i, m in enumerate(MODALITIES):
                 codes[m].append(z[m][tensors["presence"][:, i] > 0].double().cpu())
-    return {m: participation_ratio(torch.cat(codes[m])) for m in MODALITIES}
+    ratios = {m: participation_ratio(torch.cat(codes[m])) for m in MODALITIES}
+    return {m: None if math.isnan(pr) else pr for m, pr in ratios.items()}
 
 
 def features_identity(features_dir: Path) -> dict:
@@ -795,7 +797,7 @@ def _train(config: TrainConfig) -> Path:
                         "unlabelled_features": extra_record, "init_from": init_from}, last_path)
             line = (f"epoch {epoch:3d}/{config.epochs}  train loss {sums['loss']:.3f} (ce {sums['ce']:.3f}, "
                     f"denoise {sums['denoise']:.3f})  dev loss {dev_loss:.3f}  dev macro-F1 {dev_f1:.3f}  "
-                    f"layer-0 PR {collapse['audio']:.1f}/{collapse['face']:.1f}")
+                    "layer-0 PR " + "/".join("-" if collapse[m] is None else f"{collapse[m]:.1f}" for m in ("audio", "face")))
             if progress is not None:
                 progress.write(line)      # above the bar
             else:

@@ -165,6 +165,9 @@ def test_audio_only_training_keeps_the_denoising_cost_bounded(tiny_features, tmp
         assert all(np.isfinite(h[k]) for k in ("train_loss", "train_ce", "train_denoise", "dev_loss")), h
         assert h["train_denoise"] < 20.0, h  # 13 costs of order 1 at the start
         assert h["dev_loss"] < 2 * np.log(len(EMOTIONS)), h
+        # no face on dev: its collapse signal is null (strict JSON), not NaN
+        assert h["layer0_participation"]["face"] is None and h["layer0_participation"]["audio"] >= 1.0, h
+    assert "NaN" not in (run_dir / "metrics.json").read_text()
     # the face layers never saw a present face: their running statistics are the initial ones
     model, _ = load_checkpoint(run_dir / "checkpoint.pt")
     for layer in model.encoders["face"]:
