@@ -348,23 +348,36 @@ def plan_clips(actors, clips_per_actor: int, seed: int) -> list:
     return plan
 
 
-def make_clip(task) -> str:
-    """Generate one clip's WAV and FLV (skips clips whose two files already exist). -> clip id."""
+def write_clip_files(task, render, fps: float = CORPUS_FPS) -> str:
+    """One clip's WAV and FLV in the CREMA-D layout, skipped when both already exist (resume).
+    task = (out_dir, seed, actor_id, sentence, emotion, level); render(*task[1:]) -> (pcm int16,
+    frames (T, H, W, 3) uint8). -> clip id."""
     out_dir, seed, actor_id, sentence, emotion, level = task
     name = clip_name(actor_id, sentence, emotion, level)
     wav_path = Path(out_dir) / "AudioWAV" / f"{name}.wav"
     flv_path = Path(out_dir) / "VideoFlash" / f"{name}.flv"
     if wav_path.exists() and flv_path.exists():
         return name
+    pcm, frames = render(seed, actor_id, sentence, emotion, level)
+    atomic_write_bytes(wav_path, wav_bytes(pcm))
+    write_flv(flv_path, frames, fps)
+    return name
+
+
+def make_clip(task) -> str:
+    """Worker: one clip of the easy corpus (write_clip_files). -> clip id."""
+    return write_clip_files(task, render_clip)
+
+
+def render_clip(seed: int, actor_id: int, sentence: str, emotion: str, level: str) -> tuple:
+    """The easy corpus's clip -> (pcm, frames)."""
     actor = make_actor(actor_id, seed)
     rng = np.random.default_rng([seed, actor_id, SENTENCES.index(sentence), EMOTIONS.index(emotion),
                                  ("LO", "MD", "HI", "XX").index(level), 3])
     intensity = LEVEL_INTENSITY[level] * rng.uniform(0.8, 1.2)
     pcm, onsets, length, duration = synth_audio(actor, VOICES[emotion], intensity, SYLLABLES[sentence], rng)
     frames = render_video(actor, FACES[emotion], intensity, onsets, length, duration, rng)
-    atomic_write_bytes(wav_path, wav_bytes(pcm))
-    write_flv(flv_path, frames)
-    return name
+    return pcm, frames
 
 
 def simulated_votes(name: str, emotion: str, seed: int) -> list:

@@ -85,8 +85,8 @@ import numpy as np
 from . import EMOTIONS
 from .atomic import atomic_write_bytes
 from .corpus import (FIRST_ACTOR, SAMPLE_RATE, SYLLABLES, Face, Voice, csv_bytes, draw_face, make_actor,
-                     syllable_envelope, synth_audio, wav_bytes, write_flv)
-from .crema import LEVEL_SENTENCE, SENTENCES, clip_name
+                     syllable_envelope, synth_audio, write_clip_files)
+from .crema import LEVEL_SENTENCE, SENTENCES
 from .errors import EdgeLadderError
 from .parallel import run_parallel
 
@@ -259,18 +259,13 @@ def noise_bank() -> np.ndarray:
 
 
 def make_clip(task) -> str:
-    """Worker: one clip's WAV and FLV (skips clips whose two files already exist) -> clip id."""
-    out_dir, seed, actor_id, sentence, emotion, level = task
-    name = clip_name(actor_id, sentence, emotion, level)
-    wav_path = Path(out_dir) / "AudioWAV" / f"{name}.wav"
-    flv_path = Path(out_dir) / "VideoFlash" / f"{name}.flv"
-    if wav_path.exists() and flv_path.exists():
-        return name
-    cues = clip_cues(seed, actor_id, sentence, emotion, level)["cues"]
-    pcm, frames = render_clip(seed, actor_id, sentence, emotion, level, cues)
-    atomic_write_bytes(wav_path, wav_bytes(pcm, SAMPLE_RATE))
-    write_flv(flv_path, frames, CORPUS_FPS)
-    return name
+    """Worker: one clip's WAV and FLV (corpus.write_clip_files: skipped when both exist) -> clip id."""
+    return write_clip_files(task, render_planned_clip, CORPUS_FPS)
+
+
+def render_planned_clip(seed: int, actor_id: int, sentence: str, emotion: str, level: str) -> tuple:
+    """The clip's planned cues, rendered -> (pcm, frames)."""
+    return render_clip(seed, actor_id, sentence, emotion, level, clip_cues(seed, actor_id, sentence, emotion, level)["cues"])
 
 
 # ------------------------------------------------------------------------------------------------
