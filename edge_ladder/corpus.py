@@ -406,6 +406,16 @@ def csv_bytes(rows) -> bytes:
     return buffer.getvalue().encode()
 
 
+def write_metadata(out_dir: Path, actor_ids, seed: int) -> None:
+    """CREMA-D's VideoDemographics.csv and SentenceFilenames.csv for these actors."""
+    people = [make_actor(a, seed) for a in actor_ids]
+    atomic_write_bytes(out_dir / "VideoDemographics.csv", csv_bytes(
+        [("ActorID", "Age", "Sex", "Race", "Ethnicity")]
+        + [(p.id, p.age, p.sex, "Unknown", "Not Hispanic") for p in people]))
+    atomic_write_bytes(out_dir / "SentenceFilenames.csv", csv_bytes(
+        [("Stimulus_Number", "Filename")] + [(i + 1, s) for i, s in enumerate(SENTENCES)]))
+
+
 def make_corpus(out_dir, actors: int = 16, clips_per_actor: int = 24, seed: int = 0, workers: int | None = None,
                 progress: bool = False) -> Path:
     """Generate a CREMA-D-layout corpus in out_dir (see module docstring) -> out_dir.
@@ -421,12 +431,7 @@ def make_corpus(out_dir, actors: int = 16, clips_per_actor: int = 24, seed: int 
     tasks = [(str(out_dir), seed, *clip) for clip in plan]
     names = run_parallel(make_clip, tasks, workers, progress, "make-corpus")
 
-    people = [make_actor(a, seed) for a in actor_ids]
-    atomic_write_bytes(out_dir / "VideoDemographics.csv", csv_bytes(
-        [("ActorID", "Age", "Sex", "Race", "Ethnicity")]
-        + [(p.id, p.age, p.sex, "Unknown", "Not Hispanic") for p in people]))
-    atomic_write_bytes(out_dir / "SentenceFilenames.csv", csv_bytes(
-        [("Stimulus_Number", "Filename")] + [(i + 1, s) for i, s in enumerate(SENTENCES)]))
+    write_metadata(out_dir, actor_ids, seed)
     rows = [simulated_votes(name, clip[2], seed) for name, clip in zip(names, plan)]
     atomic_write_bytes(out_dir / "processedResults" / "summaryTable.csv", csv_bytes(
         [("", "FileName", "VoiceVote", "VoiceLevel", "FaceVote", "FaceLevel", "MultiModalVote", "MultiModalLevel")]

@@ -85,7 +85,7 @@ import numpy as np
 from . import EMOTIONS
 from .atomic import atomic_write_bytes
 from .corpus import (FIRST_ACTOR, SAMPLE_RATE, SYLLABLES, Face, Voice, csv_bytes, draw_face, make_actor,
-                     syllable_envelope, synth_audio, write_clip_files)
+                     syllable_envelope, synth_audio, write_clip_files, write_metadata)
 from .crema import LEVEL_SENTENCE, SENTENCES
 from .errors import EdgeLadderError
 from .parallel import run_parallel
@@ -364,12 +364,7 @@ def make_corpus(out_dir, actors: int = 16, clips_per_actor: int = 24, seed: int 
     names = run_parallel(make_clip, [(str(out_dir), seed, *clip) for clip in plan], workers, progress,
                          "make-corpus --difficulty crema")
 
-    people = [make_actor(a, seed) for a in actor_ids]
-    atomic_write_bytes(out_dir / "VideoDemographics.csv", csv_bytes(
-        [("ActorID", "Age", "Sex", "Race", "Ethnicity")]
-        + [(p.id, p.age, p.sex, "Unknown", "Not Hispanic") for p in people]))
-    atomic_write_bytes(out_dir / "SentenceFilenames.csv", csv_bytes(
-        [("Stimulus_Number", "Filename")] + [(i + 1, s) for i, s in enumerate(SENTENCES)]))
+    write_metadata(out_dir, actor_ids, seed)
     summary, tallies, clips = [], [], {}
     for name, clip in zip(names, plan):
         rendered = clip_cues(seed, *clip)
