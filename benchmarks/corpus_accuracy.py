@@ -28,11 +28,9 @@ MODALITIES = ("audio", "video", "av")
 
 
 def mean_ci(values) -> dict:
-    """Mean and the half-width of its 95 % Student-t interval (0 for a single value)."""
-    from scipy import stats
-    values = np.asarray(values, np.float64)
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
-    return {"mean": float(values.mean()), "ci95": half, "n": int(len(values)), "values": values.round(4).tolist()}
+    """ablate.describe (n, mean, std, 95 % Student-t ci95 [low, high] or None) plus the values."""
+    from edge_ladder.ablate import describe
+    return {**describe(values), "values": [round(float(v), 4) for v in values]}
 
 
 def ensure_features(args) -> Path:
@@ -134,8 +132,9 @@ def main(argv=None) -> int:
     for modality, s in summarise(rows, modalities).items():
         acc, f1, (low, high) = s["accuracy"], s["macro_f1"], s["target_accuracy"]
         inside = "inside" if low <= acc["mean"] <= high else "outside"
-        print(f"  {modality:5s} accuracy {acc['mean']:.3f} +- {acc['ci95']:.3f}  macro-F1 {f1['mean']:.3f} +- "
-              f"{f1['ci95']:.3f}  (target {low:.2f}-{high:.2f}: {inside})")
+        interval = lambda m: "" if m["ci95"] is None else f" [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"  # noqa: E731
+        print(f"  {modality:5s} accuracy {acc['mean']:.3f}{interval(acc)}  macro-F1 {f1['mean']:.3f}{interval(f1)}  "
+              f"(target {low:.2f}-{high:.2f}: {inside})")
     print(f"wrote {path}")
     return 0
 
