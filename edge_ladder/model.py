@@ -64,8 +64,9 @@ Decoders (training only), our cross-modal interpretation:
     0.3^2), and a combinator with u = BN(D zhat(0))) gives the reference lambdas 0.318, 5 classes,
     PR 4.0 / 1.7, dev still rising at epoch 20 (default lambdas 0.886, 6 classes); at 60 epochs (seed 0) it gives the
     reference lambdas 0.643, 6 classes, PR 3.6 / 1.8 (this model: 0.275), but the default lambdas 0.868
-    against this model's 0.935 (lambda = 0 0.888): one seed, a default-model regression, so still not
-    adopted (benchmarks/results/issue11/data_level_lateral.patch); standardised
+    against this model's 0.935 (lambda = 0 0.888), and on training seeds 1 / 2 0.624 / 0.906 against
+    0.877 / 0.962 (paired mean -12.5 points, 3/3 worse): a default-model regression, so not adopted
+    (benchmarks/results/issue11/data_level_lateral.patch, data_level_lateral-seeds.json); standardised
     targets without a lateral 0.168, 4 classes. So the reference lambdas still fail: the strict
     xfail in tests/test_train.py. train logs the collapse signal (layer-0 participation ratio) per epoch.
     g is the Gaussian (vanilla) combinator with per-unit a1..a10 (a2, a7 start at 1).
