@@ -546,6 +546,48 @@ class LadderNet(nn.Module):
         pooled = self.pooled(audio, audio_mask, face, face_mask, presence)
         return {m: self.encoders[m][0].infer(pooled[m]) for m in MODALITIES}
 
+    @torch.no_grad()
+    def set_population_statistics(self, batches) -> int:
+        """Replace every ladder layer's running BN statistics by the population statistics of the
+        inference path over `batches` (an iterable of dicts audio, audio_mask, face, face_mask,
+        presence, as `forward` takes), bottom to top: layer l gets the mean and unbiased variance
+        of its z_pre over the samples where its modality is present (the joint and top layers:
+        all samples), computed while the layers below already normalise with theirs, so the
+        statistics are exactly those the deployed graph meets on these clips (Ioffe & Szegedy
+        2015, Algorithm 2: inference normalises with population statistics, not a moving
+        average). A modality present in < 2 samples keeps its layers' statistics. The momentum
+        averages the clean pass leaves (momentum 0.1 over batches of 16) weigh the last ~10
+        batches, whose class mix moves the top layer's mean logits, and so each class's bias in
+        the folded Gemm, from epoch to epoch. Returns the number of samples."""
+        pooled, presence = {m: [] for m in MODALITIES}, []
+        for batch in batches:
+            out = self.pooled(batch["audio"], batch["audio_mask"], batch["face"], batch["face_mask"],
+                              batch["presence"])
+            for m in MODALITIES:
+                pooled[m].append(out[m].float())                              # (B, E)
+            presence.append(batch["presence"].float())                        # (B, 2)
+        if not presence:
+            return 0
+        presence = torch.cat(presence)                                        # (N, 2)
+
+        def settle(layer, h, present):          # population statistics of layer, then its output
+            z_pre = layer.pre(h)                                              # (N, n)
+            if int(present.sum()) >= 2:
+                chosen = z_pre[present > 0]
+                layer.bn.running_mean.copy_(chosen.mean(dim=0))
+                layer.bn.running_var.copy_(chosen.var(dim=0, unbiased=True))
+            return layer.infer(h)
+
+        tops = []
+        for i, m in enumerate(MODALITIES):
+            h = torch.cat(pooled[m])                                          # (N, E)
+            for layer in self.encoders[m]:
+                h = settle(layer, h, presence[:, i])
+            tops.append(h)
+        everyone = torch.ones_like(presence[:, 0])                            # (N,)
+        settle(self.classifier, settle(self.joint, torch.cat(tops, dim=1), everyone), everyone)
+        return len(presence)
+
     def inference_module(self) -> "InferenceModel":
         """The deployable sub-network (shares weights and buffers; build it after `.to(device)`)."""
         return InferenceModel(self)

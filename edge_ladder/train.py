@@ -553,6 +553,21 @@ def save_torch(obj, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+POPULATION_CLIPS = 4096   # at most this many train clips (evenly spread) estimate the BN population statistics
+
+
+def population_batches(clips, device, batch_size: int, modalities: str):
+    """Batches (tensors, presence after --modalities, no modality dropout) of at most
+    POPULATION_CLIPS of clips, evenly spread and in a fixed order, for
+    `LadderNet.set_population_statistics` (the same on every rank, so DDP ranks agree)."""
+    if len(clips) > POPULATION_CLIPS:
+        clips = [clips[i] for i in np.linspace(0, len(clips) - 1, POPULATION_CLIPS).round().astype(int)]
+    for start in range(0, len(clips), batch_size):
+        batch = to_tensors(batch_clips(clips[start:start + batch_size]), device)
+        batch["presence"] = apply_modalities(batch["presence"], modalities)
+        yield batch
+
+
 def predict(model, clips, device, batch_size: int = 64, presence=None, modalities: str = "av"):
     """Inference-path logits (N, 6) float32 numpy of a LadderNet for a list of Clip. presence:
     None (from the data), or (N, 2) array overriding it."""
@@ -778,6 +793,10 @@ def _train(config: TrainConfig) -> Path:
                 progress.update(1)
                 progress.set_postfix(epoch=epoch, loss=f"{float(out['loss'].detach()):.3f}", ce=f"{float(out['ce'].detach()):.3f}")
 
+        # the running BN statistics every later use folds (dev selection, checkpoints, export):
+        # the population statistics of the train clips, not the clean pass' momentum average
+        model.set_population_statistics(population_batches(labelled_clips + unlabelled_clips, device,
+                                                           config.eval_batch_size, config.modalities))
         if is_main:
             dev_logits = predict(model, select_clips, device, config.eval_batch_size, modalities=config.modalities)
             dev_loss = cross_entropy(dev_logits, select_labels)

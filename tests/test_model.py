@@ -397,3 +397,50 @@ def test_version_1_checkpoints_are_refused_with_retrain(net, tmp_path):
     with pytest.raises(EdgeLadderError, match=r"version 1 is not supported .*top ladder layer.*Retrain with "
                                               r"`edge-ladder train"):
         load_checkpoint(tmp_path / "v1.pt")
+
+
+def test_population_statistics_standardise_the_inference_path_over_the_clips(net):
+    """set_population_statistics: every ladder layer's running statistics become the mean and
+    unbiased variance of its z_pre on the inference path over the given clips (present samples
+    only), so the deployed graph's normalised z is standardised there; the split into batches
+    does not matter, and a modality absent everywhere keeps its statistics."""
+    import copy
+    from edge_ladder.model import MODALITIES, bn_running
+    rng = np.random.default_rng(11)
+    clips = [random_clip(rng, int(rng.integers(60, 140)), int(rng.integers(6, 14))) for _ in range(10)]
+    inputs = tensors(batch_inputs(*zip(*clips)))
+    inputs["presence"][[2, 7], 1] = 0.0                      # two samples without a face
+    model = copy.deepcopy(net)
+    before = model(**inputs)
+    assert model.set_population_statistics([inputs]) == 10
+    split = copy.deepcopy(net)
+    split.set_population_statistics([{k: v[i:i + 3] for k, v in inputs.items()} for i in range(0, 10, 3)])
+    for a, b in zip(model.buffers(), split.buffers()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(model(**inputs), before)       # the momentum average was replaced
+
+    def standardised(layer, z_pre):                          # (N, n) over the population
+        torch.testing.assert_close(layer.bn.running_mean, z_pre.mean(0), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(layer.bn.running_var, z_pre.var(0, unbiased=True), atol=1e-6, rtol=1e-4)
+        z = bn_running(layer.bn, z_pre)                      # what the deployed graph computes
+        torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4, rtol=0)
+
+    with torch.no_grad():
+        pooled = model.pooled(**inputs)
+        tops = []
+        for i, m in enumerate(MODALITIES):
+            h, present = pooled[m], inputs["presence"][:, i] > 0
+            for layer in model.encoders[m]:
+                standardised(layer, layer.pre(h)[present])
+                h = layer.infer(h)
+            tops.append(h)
+        h_joint = torch.cat(tops, dim=1)
+        standardised(model.joint, model.joint.pre(h_joint))
+        standardised(model.classifier, model.classifier.pre(model.joint.infer(h_joint)))
+
+    faceless = copy.deepcopy(net)
+    kept = [(layer.bn.running_mean.clone(), layer.bn.running_var.clone()) for layer in faceless.encoders["face"]]
+    inputs["presence"][:, 1] = 0.0
+    faceless.set_population_statistics([inputs])
+    for layer, (mean, var) in zip(faceless.encoders["face"], kept):
+        assert torch.equal(layer.bn.running_mean, mean) and torch.equal(layer.bn.running_var, var)

@@ -41,6 +41,23 @@ def test_run_directory_contents(tiny_run, tiny_features):
     assert metrics["best_epoch"] == min(metrics["history"], key=lambda h: h["dev_loss"])["epoch"]
 
 
+def test_checkpoints_carry_the_population_bn_statistics_of_the_train_clips(tiny_run, tiny_features):
+    """Every epoch ends with LadderNet.set_population_statistics over the train clips, so the
+    checkpoint's running statistics (what dev selection, evaluate and export fold) are the
+    inference path's population statistics there, not the clean pass' momentum average."""
+    import copy
+    from edge_ladder.train import population_batches
+    model, _ = load_checkpoint(tiny_run / "checkpoint.pt")
+    again = copy.deepcopy(model)
+    assert again.set_population_statistics(
+        population_batches(load_split(tiny_features, "train"), "cpu", 5, "av")) == len(load_split(tiny_features, "train"))
+    pairs = [(name, buffer, dict(again.named_buffers())[name]) for name, buffer in model.named_buffers()
+             if name.endswith(("running_mean", "running_var"))]
+    assert len(pairs) == 2 * (2 * 2 + 2)                     # tiny: 2 layers per modality, joint, top
+    for name, saved, recomputed in pairs:
+        torch.testing.assert_close(saved, recomputed, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_denoising_cost_decreases(tiny_run):
     history = json.loads((tiny_run / "metrics.json").read_text())["history"]
     denoise = [h["train_denoise"] for h in history]
