@@ -19,7 +19,9 @@ parameters, and `W_l` has no bias, so an exporter folds `BN -> gamma*(. + beta)`
     W' = diag(gamma / sqrt(running_var + eps)) W,  b' = gamma * (beta - running_mean / sqrt(running_var + eps)).
 
 Training runs two encoder passes sharing all weights (the backbones are noise-free, so they run
-once): a clean pass (batch statistics, which also update the running statistics) and a corrupted
+once): a clean pass (batch statistics, which also update the running statistics; at the end of
+every epoch train replaces those by the train clips' population statistics on the inference path,
+`set_population_statistics`, which is what dev selection, evaluate and export use) and a corrupted
 pass (its own batch statistics, Gaussian noise of std sigma added to every z, lateral skips).
 The classifier's cross-entropy is taken on the corrupted pass, over the labelled rows only
 (label UNLABELLED = -1: semi-supervised batches mix both; unlabelled rows still pass through
