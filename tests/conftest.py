@@ -74,7 +74,9 @@ def tiny_run(tiny_features, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_run, tiny_features, tmp_path_factory):
-    """The tiny run exported: EXPORT_DIR with model.onnx, model.fp16.onnx, model.int8.onnx, export.json."""
+    """The tiny run exported: EXPORT_DIR with model.onnx, model.fp16.onnx, export.json, and
+    model.int8.onnx only where it passes its accuracy gate (on the reference CPU it does not: see
+    test_export_pipeline's decisive_export); no test relies on it being there or not."""
     from edge_ladder.export import export_checkpoint
     out = tmp_path_factory.mktemp("export")
     export_checkpoint(tiny_run / "checkpoint.pt", out, features_dir=tiny_features)

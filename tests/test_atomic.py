@@ -55,14 +55,16 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
 
 
 @pytest.mark.slow
-def test_every_chain_file_is_0644_under_umask_022(tiny_features, tiny_export, tmp_path):
+def test_every_chain_file_is_0644_under_umask_022(tiny_features, tiny_export, tmp_path, monkeypatch):
     """The issue's case: train, export (fp32 + fp16 + int8), infer --csv, bench --json/--md and
-    make-corpus under umask 022 all leave 0644 files (they were 0600, int8 excepted)."""
+    make-corpus under umask 022 all leave 0644 files (they were 0600, int8 excepted). int8's
+    accuracy gate is off: a 1-epoch model fails it, and the file's mode is the subject here."""
     from edge_ladder.cli import main
     from edge_ladder.corpus import make_corpus
-    from edge_ladder.export import export_checkpoint
+    from edge_ladder.export import export_checkpoint, parity
     from edge_ladder.train import TrainConfig, train
 
+    monkeypatch.setattr(parity, "check_int8", lambda report, what: None)
     with umask(0o022):
         run = tmp_path / "run"
         train(TrainConfig(features_dir=str(tiny_features), out_dir=str(run), epochs=1, model_size="tiny",

@@ -44,8 +44,11 @@ def test_export_json_has_the_keys_other_tools_read(report, tiny_run, tiny_export
     assert 0 < report["flops"]["inference"] <= report["flops"]["training"]
     assert report["flops"]["inference"] == 2 * report["flops"]["inference_macs"]
     assert report["parity"]["fp32"]["max_abs_error"] <= 1e-4
-    assert report["parity"]["fp16"]["argmax_agreement"] >= 0.995
-    assert report["parity"]["fp16"]["max_prob_error"] <= 1e-2
+    fp16 = report["parity"]["fp16"]
+    assert fp16["max_prob_error"] <= 1e-2
+    # a class can only flip where fp32's top-1 lead is below twice the max probability error
+    assert len(fp16["flip_margins"]) == round((1 - fp16["argmax_agreement"]) * fp16["samples"])
+    assert all(0 <= m <= 2 * fp16["max_prob_error"] for m in fp16["flip_margins"])
     assert list(report["inputs"]) == list(INPUT_NAMES) and list(report["outputs"]) == list(OUTPUT_NAMES)
     assert report["inputs"]["audio"] == {"shape": ["batch", "audio_frames", 80], "dtype": "float32"}
     digest = hashlib.sha256((tiny_run / "checkpoint.pt").read_bytes()).hexdigest()
@@ -162,9 +165,12 @@ def _conv_sources(model) -> dict:
             if node.op_type == "Conv"}
 
 
-def test_int8_file_quantizes_every_conv_but_the_shortest_and_agrees_with_fp32(tiny_export, tiny_features, report):
+def test_int8_file_quantizes_every_conv_but_the_shortest_and_agrees_with_fp32(decisive_export, tiny_features):
+    """On decisive_export: export writes the int8 file only if it passes its accuracy gate, which
+    the 3-epoch tiny run's does not (see decisive_export)."""
     import hashlib
     from edge_ladder.export import int8
+    tiny_export, report = decisive_export
     entry = report["files"]["int8"]
     path = tiny_export / "model.int8.onnx"
     assert entry["path"] == path.name and entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -191,10 +197,7 @@ def test_int8_file_quantizes_every_conv_but_the_shortest_and_agrees_with_fp32(ti
     assert [i.name for i in session(path).get_inputs()] == list(INPUT_NAMES)
     checked = report["parity"]["int8"]
     assert checked["max_prob_error"] <= 0.15
-    if checked["decisive_samples"]:
-        assert checked["decisive_agreement"] >= 0.99
-    else:                                          # the tiny run may be stuck on one class: nothing to keep
-        assert checked["decisive_agreement"] is None
+    assert checked["decisive_samples"] >= 10 and checked["decisive_agreement"] >= 0.99
     int8_metrics = evaluate_onnx(path, tiny_features, "test")
     assert report["evaluation"]["onnx_int8"] == int8_metrics
     assert abs(int8_metrics["macro_f1"] - report["evaluation"]["torch"]["macro_f1"]) <= 0.05
@@ -202,9 +205,14 @@ def test_int8_file_quantizes_every_conv_but_the_shortest_and_agrees_with_fp32(ti
 
 @pytest.fixture(scope="module")
 def decisive_export(tiny_features, tmp_path_factory):
-    """A model whose outputs differ from clip to clip (the tiny trained run predicts one class for
-    every test clip, so no int8 error could change its decisions): the tiny architecture, random
-    weights, normalisation and batch-norm statistics from the train split, exported with int8."""
+    """A model whose int8 file passes export's accuracy gate and whose outputs differ from clip to
+    clip: the tiny architecture, random weights, normalisation and batch-norm statistics from the
+    train split, exported with int8. The 3-epoch tiny run (tiny_export) fails that gate since its
+    deployed BN statistics are the train clips' population ones (before, its moving averages were
+    still near their initial 0 / 1 and it predicted one class): measured max probability error
+    0.122 and 17 of its 18 decisive test clips keep their class (< 0.99); its last face convolution
+    feeds an embedding whose variance across clips is ~4e-4, which the next batch norm scales up
+    ~50x, and int8 alone on that conv flips the class that moves."""
     from edge_ladder.export import export_checkpoint
     from edge_ladder.features import batch_clips, load_split
     from edge_ladder.model import LadderNet, checkpoint_dict, model_config
@@ -385,3 +393,17 @@ def test_build_fp16_engine_and_sidecar(tiny_export, tmp_path):
     assert sidecar["precision"] == "fp16" and sidecar["layer_precisions"]["fp16"] > 0
     assert json.loads((tmp_path / "model.engine.json").read_text())["engine_sha256"] == sidecar["engine_sha256"]
     check_sidecar(engine_path)
+
+
+def test_fp16_check_reports_near_tie_flips_and_refuses_probability_error():
+    """Refusal rests on the probability bounds; a near-tie flip (measured on the CI's CPU: 1 of 18
+    clips of a 2-epoch demo model, max error 6.9e-3) is reported, not refused."""
+    from edge_ladder.export.parity import FP16_MAX_PROB_ERROR, ParityError, check_fp16
+    near_tie = {"argmax_agreement": 17 / 18, "flip_margins": [0.004], "max_prob_error": 6.9e-3,
+                "max_prob_error_vs_torch_fp32": 6.9e-3, "torch_half_reference": "torch .half()",
+                "torch_half_max_prob_error": 7.1e-3}
+    check_fp16(near_tie, "model.fp16.onnx")
+    with pytest.raises(ParityError, match="max prob error"):
+        check_fp16({**near_tie, "max_prob_error": 2 * FP16_MAX_PROB_ERROR}, "model.fp16.onnx")
+    with pytest.raises(ParityError, match="error vs torch fp32"):
+        check_fp16({**near_tie, "max_prob_error_vs_torch_fp32": 5e-2}, "model.fp16.onnx")

@@ -81,13 +81,18 @@ def test_an_export_directory_without_export_json_points_at_the_sibling_run(tiny_
     assert "does not exist" in err
 
 
-def test_infer_of_an_export_directory_names_the_model_or_takes_the_only_one(tiny_export, tiny_run, tmp_path, capsys):
+def test_infer_of_an_export_directory_names_the_model_or_takes_the_only_one(tiny_export, tiny_run, tiny_features,
+                                                                            tmp_path, capsys):
     from edge_ladder.corpus import make_corpus
+    from edge_ladder.export import int8
     corpus = make_corpus(tmp_path / "corpus", actors=1, clips_per_actor=1, seed=2, workers=1)
     wav = str(next((corpus / "AudioWAV").glob("*.wav")))
-    err = err_of(["infer", str(tiny_export), "--audio", wav], capsys)
+    export = tmp_path / "export"                 # all three files (export writes int8 only if it passes)
+    shutil.copytree(tiny_export, export)
+    int8.quantize_file(export / "model.onnx", export / "model.int8.onnx", int8.calibration_batches(tiny_features))
+    err = err_of(["infer", str(export), "--audio", wav], capsys)
     assert "(model.fp16.onnx, model.int8.onnx, model.onnx); MODEL is one file" in err   # was: "suffix '(none)'"
-    assert f"Did you mean {tiny_export / 'model.onnx'}?" in err
+    assert f"Did you mean {export / 'model.onnx'}?" in err
     only = tmp_path / "robot_models"
     only.mkdir()
     shutil.copy(tiny_export / "model.onnx", only / "model.onnx")

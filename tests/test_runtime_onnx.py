@@ -47,8 +47,11 @@ def test_fp16_export_serves_through_the_same_api(tiny_export, tiny_features):
     feeds = batch_clips(clips)                              # float32 in: the runtime casts
     result = fp16.predict(feeds)
     assert result.probs.dtype == np.float32
+    direct = _direct_session(tiny_export / "model.fp16.onnx").run(["probs"], feeds)[0]      # fp32 I/O file
+    np.testing.assert_allclose(result.probs, direct, rtol=0, atol=1e-6)                      # what the file gives
     reference = _direct_session(tiny_export / "model.onnx").run(["probs"], feeds)[0]
-    np.testing.assert_allclose(result.probs, reference, atol=2e-3)
+    from edge_ladder.export.parity import FP16_MAX_PROB_ERROR
+    np.testing.assert_allclose(result.probs, reference, atol=FP16_MAX_PROB_ERROR)            # export's own bar
 
 
 def test_eight_threads_get_the_serial_results(model):
