@@ -534,7 +534,8 @@ def test_select_last_uses_no_dev_labels(small_features, tmp_path):
     "on the backbones' inputs instead of layer 0 1.0 / 2.1, 1 class. The default 0.1 0.1 0.1 gives 1.9 / 2.0, "
     "3 classes (below this bar too; lambda = 0 there trains nothing either: CE at chance, PR 1.8 / 1.9). Trained "
     "longer (12 x 36 clips, 20 epochs) layer 0 does not collapse (PR 2.2 / 2.4) but the model still fails: 4 classes, "
-    "test macro-F1 0.154 vs 0.883 for lambda = 0; at 60 epochs 0.275 (see edge_ladder/model.py; the unadopted fix "
+    "test macro-F1 0.154 vs 0.883 for lambda = 0; at 60 epochs 0.275, and 0.221 with the population BN "
+    "statistics (see edge_ladder/model.py; the unadopted fix "
     "in benchmarks/results/issue11/data_level_lateral.patch gives 0.643 but costs the default lambdas 12.5 points "
     "over 3 seeds). strict: when a fix makes this pass, "
     "drop the marker."))
