@@ -2,10 +2,10 @@
 
 fp32: max |ONNX - torch| over logits and probs, on held-out clips and fresh random inputs with odd
       lengths (T_a = 97); the bar is 1e-4.
-fp16: max |probs_fp16 - probs_fp32| (<= 1e-2) and, the flash-attention way, the fp16 file's error against the fp32 torch
-      reference must stay within FP16_K x the error of a plain torch half-precision run of the
-      same module (torch `.half()` on CPU where it runs, else autocast bfloat16; `reference`
-      says which). The argmax agreement with the fp32 file is reported with the fp32 margin
+fp16: max |probs_fp16 - probs_fp32| (<= 1e-2) and, the flash-attention way, the fp16 file's
+      error against the fp32 torch reference must stay within FP16_K x the error of a plain
+      torch half-precision run of the same module (torch `.half()` on CPU where it runs, else
+      autocast bfloat16; `reference` says which). The argmax agreement with the fp32 file is reported with the fp32 margin
       (top-1 minus runner-up probability) of every clip whose class flips, not refused: a flip
       needs a margin below twice the max probability error (<= 2e-2), so it is a near-tie, and
       whether one occurs depends on the CPU's fp16 rounding (one 2-epoch demo model kept all 18

@@ -126,8 +126,8 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
     fp16_report = parity.fp16_parity(runs, fp32_path, fp16_path)
     parity.check_fp16(fp16_report, str(fp16_path))
     flips = fp16_report["flip_margins"]
-    log(f"{fp16_path}: argmax agreement {fp16_report['argmax_agreement']:.4f}"
-        + (f" ({len(flips)} near-tie flips, fp32 margins <= {max(flips):.1e})" if flips else "") + ", max |p16 - p32| = "
+    flipped = f" ({len(flips)} near-tie flips, fp32 margins <= {max(flips):.1e})" if flips else ""
+    log(f"{fp16_path}: argmax agreement {fp16_report['argmax_agreement']:.4f}{flipped}, max |p16 - p32| = "
         f"{fp16_report['max_prob_error']:.2e} (mean {fp16_report['mean_prob_error']:.2e}); vs torch fp32 "
         f"{fp16_report['max_prob_error_vs_torch_fp32']:.2e}, {fp16_report['torch_half_reference']} "
         f"{fp16_report['torch_half_max_prob_error']:.2e}")
