@@ -123,7 +123,7 @@ def export_checkpoint(checkpoint, out_dir, features_dir=None, split: str = "test
     precision = fp16.convert_file(fp32_path, fp16_path)
     fp16_model = onnx.load(str(fp16_path))
     ops_fp16 = opcheck.check_trt85(fp16_model, str(fp16_path))
-    fp16_report = parity.fp16_parity(runs, fp32_path, fp16_path)
+    fp16_report = parity.fp16_parity(runs, fp32_path, fp16_path, held_out=len(held_out))
     parity.check_fp16(fp16_report, str(fp16_path))
     flips = fp16_report["flip_margins"]
     flipped = f" ({len(flips)} near-tie flips, fp32 margins <= {max(flips):.1e})" if flips else ""
