@@ -64,7 +64,7 @@ def test_demo_writes_every_stage_in_the_documented_layout(demo_dir):
     assert fp16["held_out_samples"] == evaluation["onnx_fp32"]["n"] > 0
     gap = abs(evaluation["onnx_fp16"]["accuracy"] - evaluation["onnx_fp32"]["accuracy"]) * evaluation["onnx_fp32"]["n"]
     assert gap <= fp16["held_out_flips"] + 1e-9
-    assert f1["onnx_int8"] == export["evaluation"]["onnx_int8"]["macro_f1"]     # its accuracy: see demo_dir
+    assert f1["onnx_int8"] == evaluation["onnx_int8"]["macro_f1"]     # its accuracy: see demo_dir
     assert summary["params"]["inference"] < summary["params"]["training"]
 
 
