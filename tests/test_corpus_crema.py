@@ -209,3 +209,50 @@ def test_train_fold_recomputes_the_splits(tmp_path):
     args = parser.parse_args([str(features), "--out", "r", "--fold", "1"])
     assert train.config_from_args(args).fold == 1
     assert train.config_from_args(parser.parse_args([str(features), "--out", "r"])).fold == -1
+
+
+def _ceiling_module():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "corpus_ceiling.py"
+    spec = importlib.util.spec_from_file_location("corpus_ceiling", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_speaker_blind_cues_are_what_the_waveform_carries():
+    """benchmarks/corpus_ceiling.py: the media carry pitch x the actor's f0 (and rate, gain, formants
+    likewise), not the actor-relative value corpus.json records; the other cues pass through."""
+    ceiling = _ceiling_module()
+    actor = corpus.make_actor(1004, 0)
+    cues = corpus_crema.clip_cues(0, 1004, "IEO", "ANG", "HI")["cues"]
+    absolute = ceiling.absolute_cues(cues, actor)
+    assert absolute["pitch"] == pytest.approx(np.log(cues["pitch"] * actor.f0))
+    assert absolute["rate"] == pytest.approx(np.log(cues["rate"] * actor.rate))
+    assert absolute["gain_db"] == pytest.approx(cues["gain_db"] + 20 * np.log10(actor.gain))
+    assert absolute["formant"] == pytest.approx(np.log(cues["formant"] * actor.formant_scale))
+    assert absolute["jitter"] == cues["jitter"] and absolute["smile"] == cues["smile"]
+
+
+def test_corpus_ceiling_renders_the_planned_audio_and_reports_every_voice_cue(tmp_path):
+    """The audio-only re-render is make-corpus' own audio (same plan, seed, renderer, front-end), and
+    the report has an R^2 per voice cue and the three observers."""
+    from edge_ladder.frontend import log_mel
+    ceiling = _ceiling_module()
+    (tmp_path / "corpus.json").write_text(json.dumps({"settings": {"version": corpus_crema.CORPUS_VERSION,
+                                                                   "actors": 6, "clips_per_actor": 12, "seed": 0}}))
+    name, cues, stats = ceiling._render_statistics((0, 1002, "IEO", "SAD", "LO"))
+    pcm = corpus_crema.render_clip(0, 1002, "IEO", "SAD", "LO", cues["cues"])[0]
+    np.testing.assert_array_equal(stats, ceiling.audio_statistics(log_mel(pcm)))
+    out = tmp_path / "ceiling.json"
+    assert ceiling.main(["--corpus", str(tmp_path), "--render-actors", "6", "--clips-per-actor", "12",
+                         "--workers", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    audio = report["modalities"]["audio"]
+    voice = [n for n, cue in corpus_crema.CUES.items() if cue.modality == "voice"]
+    assert report["clips"] == 72 and report["actors"] == 6 and sorted(audio["readout_r2"]) == sorted(voice)
+    for key in ("cue_observer", "speaker_blind_observer"):
+        assert 0.0 <= audio[key]["mean"] <= 1.0 and len(audio[key]["folds"]) == 5
+    assert set(audio["visible_cues"]) == {n for n, r2 in audio["readout_r2"].items() if r2 >= 0.5}
+    assert "face" not in report["modalities"]
