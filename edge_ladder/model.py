@@ -141,6 +141,10 @@ class ModelConfig:
     face_dim: int = 0                  # embedding width when face_input == "embedding"
     audio_channels: int = 32
     face_channels: tuple = (8, 16, 32)  # per-frame 2-D CNN, each conv stride 2: 48 -> 24 -> 12 -> 6
+    face_grid: int = 1                 # per-frame spatial pooling of the last map: 1 = its mean (checkpoints
+                                       # from before issue 11's grid have no field: they load as 1); G = the
+                                       # means of G x G cells, flattened through a Linear, so a feature keeps
+                                       # where on the face it is (brows vs mouth); the presets use 2
     embed_dim: int = 32                # pooled backbone width E = ladder layer 0
     encoder_dims: tuple = (32,)        # ladder encoder hidden layers per modality
     joint_dim: int = 32
@@ -154,6 +158,12 @@ class ModelConfig:
             raise EdgeLadderError(f"face_input must be 'crops' or 'embedding'; got {self.face_input!r}")
         if self.face_input == "embedding" and self.face_dim <= 0:
             raise EdgeLadderError("face_input='embedding' needs face_dim > 0 (the embedding width)")
+        if self.face_input == "crops" and (self.face_grid < 1 or face_map_size(self.face_size, len(self.face_channels))
+                                           % self.face_grid):
+            raise EdgeLadderError(f"face_grid {self.face_grid} must be >= 1 and divide the face backbone's last map "
+                                  f"({face_map_size(self.face_size, len(self.face_channels))} x "
+                                  f"{face_map_size(self.face_size, len(self.face_channels))} for {self.face_size} px "
+                                  f"crops and {len(self.face_channels)} stride-2 convs); use face_grid 1 or a divisor.")
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -163,9 +173,18 @@ class ModelConfig:
 
 # "tiny": tests (a few seconds per epoch on 2 cores); "small": the demo default.
 PRESETS = {
-    "tiny": dict(audio_channels=16, face_channels=(8, 16, 16), embed_dim=24, encoder_dims=(24,), joint_dim=24),
-    "small": dict(audio_channels=48, face_channels=(12, 24, 32), embed_dim=48, encoder_dims=(48, 32), joint_dim=32),
+    "tiny": dict(audio_channels=16, face_channels=(8, 16, 16), face_grid=2, embed_dim=24, encoder_dims=(24,),
+                 joint_dim=24),
+    "small": dict(audio_channels=48, face_channels=(12, 24, 32), face_grid=2, embed_dim=48, encoder_dims=(48, 32),
+                  joint_dim=32),
 }
+
+
+def face_map_size(face_size: int, n_convs: int) -> int:
+    """Side of the face backbone's last map: each conv3x3 stride 2 padding 1 maps S to ceil(S / 2)."""
+    for _ in range(n_convs):
+        face_size = (face_size + 1) // 2
+    return face_size
 
 
 def model_config(size: str = "small", **overrides) -> ModelConfig:
@@ -220,8 +239,13 @@ class AudioBackbone(nn.Module):
 class FaceBackbone(nn.Module):
     """Per-frame 2-D CNN over face crops, then a temporal conv, then a masked mean.
 
-    crops:     (B, T, 1, S, S) -> 3 x [conv3x3 /2 + relu] -> spatial mean -> (B, T, C)
+    crops:     (B, T, 1, S, S) -> 3 x [conv3x3 /2 + relu] -> (B T, C, M, M), M = S / 8
+               -> face_grid 1: spatial mean -> (B, T, C)
+                  face_grid G: mean of each of G x G cells (AveragePool M/G) -> flatten -> Linear -> (B, T, C)
                -> temporal conv k3 (linear) -> masked mean -> (B, E)
+    The grid exists because the spatial mean throws away where a feature is: the receptive field of
+    three 3x3 stride-2 convs is 15 px of 48, so a brow's frown and a mouth's down-turn look alike
+    once averaged (issue 11 probe: video, fold 0, dev macro-F1 0.61 -> 0.69 with G = 2).
     embedding: (B, T, D) -> temporal conv k3 (linear) -> masked mean -> (B, E)
     """
 
@@ -232,7 +256,10 @@ class FaceBackbone(nn.Module):
             self.frame_convs = nn.ModuleList([nn.Conv2d(channels[i], channels[i + 1], 3, stride=2, padding=1)
                                               for i in range(len(config.face_channels))])
             width = config.face_channels[-1]
+            self.cell = face_map_size(config.face_size, len(config.face_channels)) // config.face_grid
+            self.spatial = nn.Linear(width * config.face_grid ** 2, width) if config.face_grid > 1 else None
         else:
+            self.cell, self.spatial = 0, None
             self.frame_convs = nn.ModuleList()
             width = config.face_dim
         self.temporal = nn.Conv1d(width, config.embed_dim, 3, padding=1)
@@ -247,7 +274,12 @@ class FaceBackbone(nn.Module):
             x = face.reshape(batch * steps, 1, face.shape[-2], face.shape[-1])  # (B*T, 1, S, S)
             for conv in self.frame_convs:
                 x = F.relu(conv(x))                                           # (B*T, C, S/2, S/2)
-            x = x.mean(dim=(2, 3)).reshape(batch, steps, -1)                  # (B, T, C)
+            if self.spatial is None:
+                x = x.mean(dim=(2, 3))                                        # (B*T, C)
+            else:
+                x = F.avg_pool2d(x, self.cell).flatten(1)                     # (B*T, C G G)
+                x = self.spatial(x)                                           # (B*T, C), linear
+            x = x.reshape(batch, steps, -1)                                   # (B, T, C)
         else:
             x = face                                                          # (B, T, D)
         x = x.transpose(1, 2) * mask[:, None, :]                              # (B, C, T)

@@ -125,7 +125,7 @@ def test_fp16_agrees_with_fp32_on_fresh_inputs_and_beats_torch_half(tiny_export,
 
 
 def test_both_files_use_only_ops_tensorrt_8_5_parses(tiny_export):
-    allowed = {"Add", "Cast", "Clip", "Concat", "Constant", "Conv", "Div", "Gather", "Gemm", "MatMul", "Max",
+    allowed = {"Add", "AveragePool", "Cast", "Clip", "Concat", "Constant", "Conv", "Div", "Gather", "Gemm", "MatMul", "Max",
                "Mul", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Shape", "Slice", "Softmax", "Sub",
                "Transpose", "Unsqueeze", "Squeeze", "Expand", "Where", "Flatten", "ConstantOfShape", "Equal"}
     assert allowed <= opcheck.TRT85_ALLOWED_OPS

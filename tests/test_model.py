@@ -241,8 +241,10 @@ def test_training_losses_with_the_face_absent_everywhere_are_finite_and_ignore_t
     for key in ("loss", "ce", "denoise"):
         assert torch.isfinite(outs[0][key]), key
         torch.testing.assert_close(outs[1][key], outs[0][key], atol=0, rtol=0)
-    assert outs[0]["denoise"].item() < 50.0  # ~1e7 when the face layers' zero variance divided
-    assert outs[0]["loss"].item() < outs[0]["ce"].item() + 10.0
+    # ~1e7 when the face layers' zero variance divided; this random tiny model's audio costs alone are
+    # 37-62 over torch seeds 0-3 (with either face pooling), so the bound is far from both
+    assert outs[0]["denoise"].item() < 200.0
+    assert outs[0]["loss"].item() < outs[0]["ce"].item() + 25.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,3 +446,33 @@ def test_population_statistics_standardise_the_inference_path_over_the_clips(net
     faceless.set_population_statistics([inputs])
     for layer, (mean, var) in zip(faceless.encoders["face"], kept):
         assert torch.equal(layer.bn.running_mean, mean) and torch.equal(layer.bn.running_var, var)
+
+
+def test_face_grid_keeps_where_on_the_face_a_feature_is():
+    """face_grid 2 (the presets): the same blob at the brows or at the mouth gives different
+    embeddings; the spatial mean (face_grid 1) cannot tell them apart (a translation of a blob well
+    inside the crop, on the convs' stride grid, moves its features but not their mean)."""
+    from edge_ladder.model import FaceBackbone
+    face = torch.zeros(2, 1, 1, 48, 48)
+    face[0, 0, 0, 8:16, 8:16] = 3.0          # upper left (a brow)
+    face[1, 0, 0, 32:40, 32:40] = 3.0        # lower right (the mouth), shifted by 24 px = 3 x 8
+    mask = torch.ones(2, 1)
+    for grid, differ in ((1, False), (2, True)):
+        torch.manual_seed(0)
+        backbone = FaceBackbone(model_config("small", face_grid=grid)).eval()
+        with torch.no_grad():
+            out = backbone(face, mask)
+        assert (not torch.allclose(out[0], out[1], atol=1e-5)) == differ, grid
+    assert model_config("small").face_grid == 2 and model_config("tiny").face_grid == 2
+
+
+def test_checkpoints_without_face_grid_load_the_spatial_mean():
+    """Checkpoints written before the grid have no face_grid field: they were trained with the
+    spatial mean and must load as face_grid 1 (no `spatial` Linear), not as the presets' 2."""
+    config = model_config("tiny").__dict__.copy()
+    del config["face_grid"]
+    old = LadderNet(ModelConfig.from_dict(config))
+    assert old.config.face_grid == 1 and old.face_backbone.spatial is None
+    assert not any(k.startswith("face_backbone.spatial") for k in old.state_dict())
+    with pytest.raises(EdgeLadderError, match="face_grid 4 must be >= 1 and divide"):
+        model_config("tiny", face_grid=4)
