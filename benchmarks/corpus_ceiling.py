@@ -35,9 +35,6 @@ from pathlib import Path
 import numpy as np
 
 FACE_POOL = 12
-ABSOLUTE = {   # cue -> how the media carry it: (transform of the rendered value, the actor attribute it multiplies/adds)
-    "pitch": "log x f0", "rate": "log x rate", "gain_db": "+ 20 log10 gain", "formant": "log x formant_scale",
-}
 
 
 def absolute_cues(cues: dict, actor) -> dict:
@@ -100,14 +97,13 @@ def readout_r2(stats: np.ndarray, target: np.ndarray, actors: np.ndarray, k: int
 
 
 def rendered_audio(settings: dict, actors: int, clips_per_actor: int, workers: int):
-    """Audio-only re-render of make-corpus' plan -> (ids, actors, labels, statistics)."""
+    """Audio-only re-render of make-corpus' plan -> [(clip id, clip_cues, audio_statistics)] in plan order."""
     from edge_ladder.corpus import FIRST_ACTOR
     from edge_ladder.corpus_crema import plan_clips
     from edge_ladder.parallel import run_parallel
     plan = plan_clips(range(FIRST_ACTOR, FIRST_ACTOR + actors), clips_per_actor, int(settings["seed"]))
     tasks = [(int(settings["seed"]), *clip) for clip in plan]
-    rows = run_parallel(_render_statistics, tasks, workers=workers, desc="render audio", progress=False)
-    return rows
+    return run_parallel(_render_statistics, tasks, workers=workers, desc="render audio", progress=False)
 
 
 def _render_statistics(task) -> tuple:
