@@ -104,7 +104,8 @@ Inference (`LadderNet.inference_module()` / `LadderNet.forward`): clean backbone
 joint layer and the top layer with running BN statistics (the exporter folds the top layer's
 BN + gamma/beta into one Gemm, as it does for the encoder layers: the same cost as a Linear). No decoder parameter, no noise, no
 corrupted path. Only ops that ONNX opset 17 and TensorRT 8.5 take (Conv, MatMul, Relu,
-ReduceMean/Sum, BatchNormalization, Slice with steps, Max for the masked-mean denominator).
+ReduceMean/Sum, BatchNormalization, Slice with steps, Max for the masked-mean denominator,
+AveragePool for the face grid).
 
 Masking: padding never changes the output. Every conv input is multiplied by its validity mask,
 stride-2 convs (kernel 5, padding 2) downsample the mask as mask[:, ::2] (the output length

@@ -1,7 +1,7 @@
 """Probe (not a test): the demo features (make demo's demo_out/features), 12 epochs as the demo trains, seeds
 0-2, face_grid 2 (today) vs 1 (spatial mean): test macro-F1 with both modalities, face lost ("audio") and
 microphone muted ("video"). Paths are the probe machine's; results in demo-seed-probe.json."""
-import json, sys
+import json
 from pathlib import Path
 import torch
 torch.set_num_threads(1)

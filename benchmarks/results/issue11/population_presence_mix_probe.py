@@ -5,7 +5,6 @@ import json, sys
 import numpy as np, torch
 torch.set_num_threads(1)
 from edge_ladder.model import load_checkpoint
-from edge_ladder.evaluate import load_split
 from edge_ladder.train import population_batches, predict
 from edge_ladder.metrics import classification_report
 from edge_ladder.train import load_splits, TrainConfig
@@ -20,7 +19,6 @@ def score(model, test):
     return out
 def mixed(batches):
     for b in batches:
-        n = b["presence"].shape[0]
         pres = [b["presence"]] * 3 + [b["presence"] * torch.tensor([0.0, 1.0]), b["presence"] * torch.tensor([1.0, 0.0])]
         yield {k: (torch.cat([v] * 5) if k != "presence" else torch.cat(pres)) for k, v in b.items()}
 res = {}
