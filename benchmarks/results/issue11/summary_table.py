@@ -1,0 +1,88 @@
+"""Markdown tables of today's model's ablations (README "Does the ladder help?"), read from the
+`ablate` summaries in this folder, so the README's figures are copied by code, not by hand.
+
+    .venv/bin/python benchmarks/results/issue11/summary_table.py > table.md    # edge_ladder.ablate for the pairs
+"""
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+# (file, what differs from the 10 % / 5 epochs / 3 seeds x 3 folds grid)
+RUNS = [
+    ("ablation-f0.05-face-grid.json", "5 % labels (36 clips)"),
+    ("ablation-f0.05-5seeds-face-grid.json", "5 %, seeds 3-4 added after seeing the row above"),
+    ("ablation-f0.05-robot-unlabelled.json", "5 % + the recordings of the 10 % row below"),
+    ("ablation-f0.1-face-grid.json", "**10 % labels (72 clips)**: the issue's setting"),
+    ("ablation-f0.1-10ep-face-grid.json", "10 %, 10 epochs"),
+    ("ablation-f0.1-14ep-face-grid.json", "10 %, 14 epochs (574 steps: the next row's 580, without its recordings)"),
+    ("ablation-f0.1-robot-unlabelled.json", "10 % + 1,200 unlabelled recordings of 30 other actors (`--unlabelled`, 40 min)"),
+    ("ablation-f1-face-grid.json", "100 % labels (720 clips)"),
+]
+
+
+def points(x):
+    return f"{100 * x:+.1f}" if x is not None else ""
+
+
+def interval(stat, signed=True):
+    lo, hi = stat["ci95"]
+    if signed:
+        return f"{points(stat['mean'])} [{points(lo)}, {points(hi)}]"
+    return f"{100 * stat['mean']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+# (setting, baseline setting): the same mode, seed and fold in both, so the same labelled clips and test actors
+ACROSS = [
+    ("ablation-f0.05-robot-unlabelled.json", "ablation-f0.05-face-grid.json", "+ recordings - 5 % (5 epochs)"),
+    ("ablation-f0.1-robot-unlabelled.json", "ablation-f0.1-face-grid.json", "+ recordings - 10 % (5 epochs)"),
+    ("ablation-f0.1-robot-unlabelled.json", "ablation-f0.1-14ep-face-grid.json",
+     "+ recordings - 10 % at the same step count (14 epochs)"),
+]
+
+
+def rows_of(name):
+    summary = json.loads((HERE / name).read_text())
+    return {(r["ladder"], r["seed"], r["fold"]): r["test_macro_f1"] for r in summary["rows"]}
+
+
+def across() -> None:
+    from edge_ladder.ablate import paired_stats
+    print()
+    print("| comparison (same mode, seed and fold) | none | within | cross |")
+    print("|---|---|---|---|")
+    for name, base, label in ACROSS:
+        if not (HERE / name).exists() or not (HERE / base).exists():
+            print(f"(missing: {name} or {base})", file=sys.stderr)
+            continue
+        a, b = rows_of(name), rows_of(base)
+        cells = []
+        for mode in ("none", "within", "cross"):
+            keys = sorted(k for k in a if k[0] == mode and k in b)
+            p = paired_stats([a[k] - b[k] for k in keys])
+            cells.append(f"{interval(p)} ({p['wins']}/{p['total']})")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    print("| setting | pairs | none | within | cross | within - none (wins) | cross - none (wins) | cross - within (wins) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, label in RUNS:
+        path = HERE / name
+        if not path.exists():
+            print(f"(missing: {name})", file=sys.stderr)
+            continue
+        summary = json.loads(path.read_text())
+        modes = {m["ladder"]: m["macro_f1"] for m in summary["modes"]}
+        pairs = {(p["ladder"], p["baseline"]): p["macro_f1"] for p in summary["paired_differences"]}
+        cells = [interval(modes[m], signed=False) for m in ("none", "within", "cross")]
+        for key in (("within", "none"), ("cross", "none"), ("cross", "within")):
+            p = pairs[key]
+            cells.append(f"{interval(p)} ({p['wins']}/{p['total']})")
+        n = pairs[("within", "none")]["total"]
+        print(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    across()
+
+
+if __name__ == "__main__":
+    main()
