@@ -331,6 +331,30 @@ def steps_per_epoch(n_labelled: int, n_unlabelled: int, batch_size: int, world: 
     return max(1, math.ceil(max(n_labelled, n_unlabelled) / (world * batch_size)))
 
 
+def epoch_plan(n_labelled: int, n_unlabelled: int, batch_size: int, world: int) -> dict:
+    """What one epoch is: its steps and how many times it goes over each pool (all ranks together).
+    With many unlabelled clips an epoch is long and the labelled clips come round many times in it:
+    `--epochs` counts passes over the larger pool, not over the labels."""
+    steps = steps_per_epoch(n_labelled, n_unlabelled, batch_size, world)
+    if n_unlabelled == 0:
+        return {"steps": steps, "labelled_passes": 1.0, "unlabelled_passes": 0.0}
+    per_step = world * min(batch_size, n_labelled), world * min(batch_size, n_unlabelled)
+    return {"steps": steps, "labelled_passes": steps * per_step[0] / n_labelled,
+            "unlabelled_passes": steps * per_step[1] / n_unlabelled}
+
+
+def describe_epoch(plan: dict, n_labelled: int, n_unlabelled: int) -> str:
+    """The line train prints before its first epoch (epoch_plan in words)."""
+    if not n_unlabelled:
+        return f"an epoch is {plan['steps']} steps: one pass over the {n_labelled} labelled clips"
+    line = (f"an epoch is {plan['steps']} steps of labelled + unlabelled clips: the {n_labelled} labelled come round "
+            f"{plan['labelled_passes']:.1f} times, the {n_unlabelled} unlabelled {plan['unlabelled_passes']:.1f}")
+    if plan["labelled_passes"] >= 4:
+        line += (" (--epochs counts passes over the larger pool, so each epoch goes over the labels many times "
+                 "and the dev loss may pick an early one)")
+    return line
+
+
 def epoch_batches(n_labelled: int, n_unlabelled: int, batch_size: int, seed: int, epoch: int,
                   rank: int = 0, world: int = 1) -> list:
     """[(labelled indices, unlabelled indices)] of one epoch on one rank, seeded by (seed, epoch).
@@ -708,6 +732,7 @@ def _train(config: TrainConfig) -> Path:
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
 
     n_steps = steps_per_epoch(len(labelled_clips), len(unlabelled_clips), config.batch_size, world)
+    plan = epoch_plan(len(labelled_clips), len(unlabelled_clips), config.batch_size, world)
     total_steps = n_steps * config.epochs
     config_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
     features = features_identity(features_dir)
@@ -747,6 +772,8 @@ def _train(config: TrainConfig) -> Path:
             if is_main:
                 print(extension_note(config, state["epoch"], planned, n_steps), flush=True)
     record = {"data": data_record(features_dir, features, splits, config.fold), "init_from": init_from}
+    if is_main:
+        print(describe_epoch(plan, len(labelled_clips), len(unlabelled_clips)), flush=True)
 
     step_model = _train_step_class()(model)
     if world > 1:  # decoders / cross heads get no gradient in the none / within ablations
@@ -842,7 +869,7 @@ def _train(config: TrainConfig) -> Path:
             plot_confusion(metrics["test"], run_dir / "confusion.png",
                            f"test split ({len(test_clips)} clips, held-out actors)")
         metrics.update({"best_epoch": best_epoch, "best_dev_loss": best_dev_loss, "selection": selection,
-                        "labelled": labelled_record,
+                        "labelled": labelled_record, "epoch_plan": plan,
                         "layer0_participation": collapse_signal(best, dev_clips, device, config.eval_batch_size,
                                                                 config.modalities),
                         "train_seconds": sum(h["seconds"] for h in history), "history": history,

@@ -1,5 +1,6 @@
 """edge_ladder.train and edge_ladder.evaluate on the session's tiny run."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -492,6 +493,26 @@ def test_labelled_fraction_run_records_its_labels_and_selection(small_features, 
                           unlabelled=(str(extra_unlabelled),)))
     with pytest.raises(EdgeLadderError, match="FEATURES_DIR itself"):
         train(tiny_config(small_features, tmp_path / "self", unlabelled=(str(small_features),)))
+
+
+def test_train_says_how_often_an_epoch_goes_over_the_labels(small_features, extra_unlabelled, tmp_path, capsys):
+    """An epoch is one pass over the larger pool: with few labels and many recordings the labelled
+    clips come round many times in it, which train prints and metrics.json records (epoch_plan)."""
+    from edge_ladder.train import describe_epoch, epoch_plan
+    run_dir = train(tiny_config(small_features, tmp_path / "run", epochs=1, labelled_fraction=0.25,
+                                unlabelled=(str(extra_unlabelled),), batch_size=4))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    n_l, n_u = metrics["labelled"]["train"]["count"], metrics["labelled"]["unlabelled"]["total"]
+    plan = metrics["epoch_plan"]
+    assert plan["steps"] == math.ceil(n_u / 4) and n_u > n_l
+    assert plan["labelled_passes"] == pytest.approx(plan["steps"] * 4 / n_l)   # each step takes 4 labelled clips
+    assert plan["unlabelled_passes"] == pytest.approx(plan["steps"] * 4 / n_u)
+    assert plan["labelled_passes"] >= 4
+    out = capsys.readouterr().out
+    assert f"the {n_l} labelled come round {plan['labelled_passes']:.1f} times" in out
+    assert "the dev loss may pick an early one" in out
+    assert epoch_plan(40, 0, 16, 1) == {"steps": 3, "labelled_passes": 1.0, "unlabelled_passes": 0.0}
+    assert describe_epoch(epoch_plan(40, 0, 16, 1), 40, 0) == "an epoch is 3 steps: one pass over the 40 labelled clips"
 
 
 def test_the_none_baseline_sees_the_unlabelled_clips_through_batch_norm(small_features, extra_unlabelled, tmp_path):
