@@ -336,8 +336,8 @@ def epoch_plan(n_labelled: int, n_unlabelled: int, batch_size: int, world: int) 
     With many unlabelled clips an epoch is long and the labelled clips come round many times in it:
     `--epochs` counts passes over the larger pool, not over the labels."""
     steps = steps_per_epoch(n_labelled, n_unlabelled, batch_size, world)
-    if n_unlabelled == 0:
-        return {"steps": steps, "labelled_passes": 1.0, "unlabelled_passes": 0.0}
+    if n_unlabelled == 0:     # one pass; with world ranks the last n_labelled % world clips wait for the next epoch
+        return {"steps": steps, "labelled_passes": world * (n_labelled // world) / n_labelled, "unlabelled_passes": 0.0}
     per_step = world * min(batch_size, n_labelled), world * min(batch_size, n_unlabelled)
     return {"steps": steps, "labelled_passes": steps * per_step[0] / n_labelled,
             "unlabelled_passes": steps * per_step[1] / n_unlabelled}

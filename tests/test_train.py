@@ -512,6 +512,14 @@ def test_train_says_how_often_an_epoch_goes_over_the_labels(small_features, extr
     assert f"the {n_l} labelled come round {plan['labelled_passes']:.1f} times" in out
     assert "the dev loss may pick an early one" in out
     assert epoch_plan(40, 0, 16, 1) == {"steps": 3, "labelled_passes": 1.0, "unlabelled_passes": 0.0}
+    # the plan counts what epoch_batches hands out, on every rank together (DDP: world 2)
+    from edge_ladder.train import epoch_batches
+    for n_l, n_u, world in ((6, 30, 1), (6, 30, 2), (40, 0, 1), (41, 0, 2), (30, 6, 2)):
+        batches = [b for rank in range(world) for b in epoch_batches(n_l, n_u, 4, 0, 1, rank, world)]
+        counted = epoch_plan(n_l, n_u, 4, world)
+        assert counted["steps"] * world == len(batches)
+        assert counted["labelled_passes"] == pytest.approx(sum(len(b[0]) for b in batches) / n_l)
+        assert counted["unlabelled_passes"] == pytest.approx(sum(len(b[1]) for b in batches) / n_u if n_u else 0.0)
     assert describe_epoch(epoch_plan(40, 0, 16, 1), 40, 0) == "an epoch is 3 steps: one pass over the 40 labelled clips"
 
 
