@@ -12,7 +12,7 @@ HERE = Path(__file__).parent
 RUNS = [
     ("ablation-f0.05-face-grid.json", "5 % labels (36 clips)"),
     ("ablation-f0.05-5seeds-face-grid.json", "5 %, seeds 3-4 added after seeing the row above"),
-    ("ablation-f0.05-robot-unlabelled.json", "5 % + the recordings of the 10 % row below"),
+    ("ablation-f0.05-robot-unlabelled.json", "5 % + the recordings of the 10 % row below (`--unlabelled`)"),
     ("ablation-f0.1-face-grid.json", "**10 % labels (72 clips)**: the issue's setting"),
     ("ablation-f0.1-10ep-face-grid.json", "10 %, 10 epochs"),
     ("ablation-f0.1-14ep-face-grid.json", "10 %, 14 epochs (574 steps: the next row's 580, without its recordings)"),
