@@ -731,8 +731,8 @@ def _train(config: TrainConfig) -> Path:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
 
-    n_steps = steps_per_epoch(len(labelled_clips), len(unlabelled_clips), config.batch_size, world)
     plan = epoch_plan(len(labelled_clips), len(unlabelled_clips), config.batch_size, world)
+    n_steps = plan["steps"]
     total_steps = n_steps * config.epochs
     config_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
     features = features_identity(features_dir)

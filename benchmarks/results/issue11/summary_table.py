@@ -8,17 +8,34 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-# (file, what differs from the 10 % / 5 epochs / 3 seeds x 3 folds grid)
+# (file, its label, and what the label says: labelled fraction, epochs, with --unlabelled recordings);
+# load() refuses a file whose recorded settings say otherwise, so no row is mislabelled
 RUNS = [
-    ("ablation-f0.05-face-grid.json", "5 % labels (36 clips)"),
-    ("ablation-f0.05-5seeds-face-grid.json", "5 %, seeds 3-4 added after seeing the row above"),
-    ("ablation-f0.05-robot-unlabelled.json", "5 % + the recordings of the 10 % row below (`--unlabelled`)"),
-    ("ablation-f0.1-face-grid.json", "**10 % labels (72 clips)**: the issue's setting"),
-    ("ablation-f0.1-10ep-face-grid.json", "10 %, 10 epochs"),
-    ("ablation-f0.1-14ep-face-grid.json", "10 %, 14 epochs (574 steps: the next row's 580, without its recordings)"),
-    ("ablation-f0.1-robot-unlabelled.json", "10 % + 1,200 unlabelled recordings of 30 other actors (`--unlabelled`, 40 min)"),
-    ("ablation-f1-face-grid.json", "100 % labels (720 clips)"),
+    ("ablation-f0.05-face-grid.json", "5 % labels (36 clips)", (0.05, 5, False)),
+    ("ablation-f0.05-5seeds-face-grid.json", "5 %, seeds 3-4 added after seeing the row above", (0.05, 5, False)),
+    ("ablation-f0.05-robot-unlabelled.json", "5 % + the recordings of the 10 % row below (`--unlabelled`)",
+     (0.05, 5, True)),
+    ("ablation-f0.1-face-grid.json", "**10 % labels (72 clips)**: the issue's setting", (0.1, 5, False)),
+    ("ablation-f0.1-10ep-face-grid.json", "10 %, 10 epochs", (0.1, 10, False)),
+    ("ablation-f0.1-14ep-face-grid.json", "10 %, 14 epochs (574 steps: the next row's 580, without its recordings)",
+     (0.1, 14, False)),
+    ("ablation-f0.1-robot-unlabelled.json",
+     "10 % + 1,200 unlabelled recordings of 30 other actors (`--unlabelled`, 40 min)", (0.1, 5, True)),
+    ("ablation-f1-face-grid.json", "100 % labels (720 clips)", (1.0, 5, False)),
 ]
+EXPECTED = {name: expected for name, _, expected in RUNS}
+
+
+def load(name) -> dict:
+    """An ablate summary of this folder, complete and with the settings its label claims."""
+    summary = json.loads((HERE / name).read_text())
+    settings = summary["settings"]
+    found = (settings["labelled_fractions"], settings["train"]["epochs"], bool(settings["train"]["unlabelled"]))
+    fraction, epochs, recordings = EXPECTED[name]
+    if not summary["complete"] or found != ([fraction], epochs, recordings):
+        raise SystemExit(f"{name}: complete={summary['complete']}, (fractions, epochs, recordings) = {found}; "
+                         f"its label says ([{fraction}], {epochs}, {recordings})")
+    return summary
 
 
 def points(x):
@@ -42,7 +59,7 @@ ACROSS = [
 
 
 def rows_of(name):
-    summary = json.loads((HERE / name).read_text())
+    summary = load(name)
     return {(r["ladder"], r["seed"], r["fold"]): r["test_macro_f1"] for r in summary["rows"]}
 
 
@@ -67,12 +84,11 @@ def across() -> None:
 def main() -> None:
     print("| setting | pairs | none | within | cross | within - none (wins) | cross - none (wins) | cross - within (wins) |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, label in RUNS:
-        path = HERE / name
-        if not path.exists():
+    for name, label, _ in RUNS:
+        if not (HERE / name).exists():
             print(f"(missing: {name})", file=sys.stderr)
             continue
-        summary = json.loads(path.read_text())
+        summary = load(name)
         modes = {m["ladder"]: m["macro_f1"] for m in summary["modes"]}
         pairs = {(p["ladder"], p["baseline"]): p["macro_f1"] for p in summary["paired_differences"]}
         cells = [interval(modes[m], signed=False) for m in ("none", "within", "cross")]
