@@ -484,8 +484,8 @@ def markdown(summary: dict) -> str:
              f"{', '.join('as prepared' if f == PREPARED_FOLD else str(f) for f in settings['folds'])}.",
              "Shared training settings: " + ", ".join(
                  f"{k} {_setting(v)}" for k, v in train.items()
-                 if k in ("epochs", "model_size", "batch_size", "lambdas", "cross_lambda", "select", "unlabelled",
-                          "modalities")) + ".",
+                 if k in ("epochs", "epoch_steps", "model_size", "batch_size", "lambdas", "cross_lambda", "select",
+                          "unlabelled", "modalities")) + ".",
              "", "## Test macro-F1 and accuracy", "",
              "Mean over seeds x folds [95 % CI, Student t], in points (x 100).", "",
              "| labelled fraction | labelled clips | ladder | runs | macro-F1 | accuracy |",
@@ -675,7 +675,7 @@ def ablate(config: AblationConfig) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .train import BATCH_SIZE, EPOCHS, LAMBDA, TrainConfig
+    from .train import BATCH_SIZE, EPOCH_STEPS, EPOCHS, LAMBDA, TrainConfig
     defaults, grid = TrainConfig(), AblationConfig.__dataclass_fields__
     parser.add_argument("features_dir", metavar="FEATURES_DIR", help="prepared features with actor folds")
     parser.add_argument("--out", required=True, metavar="DIR",
@@ -694,6 +694,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: the split as prepared")
     parser.add_argument("--epochs", type=EPOCHS, default=defaults.epochs, metavar="N",
                         help="epochs per run (default %(default)s)")
+    parser.add_argument("--epoch-steps", type=EPOCH_STEPS, default=defaults.epoch_steps, metavar="N",
+                        help="steps per epoch, as train --epoch-steps (default 0: one pass over the larger pool)")
     parser.add_argument("--model-size", choices=("tiny", "small"), default=defaults.model_size,
                         help="(default %(default)s)")
     parser.add_argument("--batch-size", type=BATCH_SIZE, default=defaults.batch_size,
@@ -715,8 +717,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> AblationConfig:
-    train = {"epochs": args.epochs, "model_size": args.model_size, "batch_size": args.batch_size,
-             "lambdas": tuple(args.lambdas), "cross_lambda": args.cross_lambda, "device": args.device,
+    train = {"epochs": args.epochs, "epoch_steps": args.epoch_steps, "model_size": args.model_size,
+             "batch_size": args.batch_size, "lambdas": tuple(args.lambdas), "cross_lambda": args.cross_lambda, "device": args.device,
              "select": args.select, "unlabelled": tuple(args.unlabelled)}
     return AblationConfig(features_dir=args.features_dir, out_dir=args.out, ladders=args.ladder,
                           labelled_fractions=args.labelled_fraction, seeds=args.seeds,

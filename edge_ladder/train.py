@@ -18,7 +18,9 @@ runs ONE forward over concat(labelled batch, unlabelled batch): cross-entropy on
 rows, batch statistics and denoising costs over all rows (--ladder none too: the lambda = 0
 baseline sees the same unlabelled clips through batch normalisation). An epoch is one pass over
 the larger pool, the smaller one cycling (epoch_batches); without unlabelled clips it is one pass
-over the train split as before. Checkpoint selection uses no more labels than training had: the
+over the train split as before. `--epoch-steps N` fixes an epoch at N steps instead (both pools
+drawn from fresh seeded permutations each epoch), so a run's budget and its dev-selection grain
+stay the same however many recordings are added. Checkpoint selection uses no more labels than training had: the
 dev labels are subsampled at the same fraction (stratified, same seed); metrics.json records
 it under "selection", and "layer0_participation" (per epoch in "history", and of the selected
 checkpoint) is the collapse signal: the participation ratio of the clean layer-0 codes on dev.
@@ -59,6 +61,7 @@ from .features import (UNLABELLED, atomic_write_bytes, atomic_write_json, batch_
 # ranges of the numeric settings: checked when the command line is parsed and when a TrainConfig
 # is made (edge_ladder.argtypes)
 EPOCHS = POSITIVE_INT
+EPOCH_STEPS = Range(int, minimum=0, why="0: one pass over the larger pool")
 BATCH_SIZE = Range(int, minimum=2, why="batch normalisation needs two clips")
 LEARNING_RATE = POSITIVE
 MODALITY_DROPOUT = Range(float, minimum=0, below=0.5)   # per modality, never both: < 1/2
@@ -75,6 +78,7 @@ class TrainConfig:
     features_dir: str = ""
     out_dir: str = "run"
     epochs: int = 20
+    epoch_steps: int = 0              # 0: an epoch is one pass over the larger pool; N: N steps (epoch_batches)
     model_size: str = "small"
     seed: int = 0
     progress: bool = True             # tqdm bar, on a terminal only; the per-epoch lines always print
@@ -111,6 +115,7 @@ class TrainConfig:
         if self.modalities not in ("av", "audio", "video"):
             raise EdgeLadderError(f"--modalities must be av, audio or video; got {self.modalities!r}")
         EPOCHS.check("--epochs", self.epochs)
+        EPOCH_STEPS.check("--epoch-steps", self.epoch_steps)
         BATCH_SIZE.check("--batch-size", self.batch_size)
         LEARNING_RATE.check("--lr", self.lr)
         MODALITY_DROPOUT.check("--modality-dropout", self.modality_dropout)
@@ -324,39 +329,47 @@ def load_splits(config: TrainConfig, features_dir: Path):
     return (*by_split, splits)
 
 
-def steps_per_epoch(n_labelled: int, n_unlabelled: int, batch_size: int, world: int) -> int:
-    """Steps of one epoch (see `epoch_batches`)."""
+def steps_per_epoch(n_labelled: int, n_unlabelled: int, batch_size: int, world: int, fixed: int = 0) -> int:
+    """Steps of one epoch (see `epoch_batches`); `fixed` > 0 (--epoch-steps): that many."""
+    if fixed:
+        return fixed
     if n_unlabelled == 0:
         return max(1, math.ceil((n_labelled // world) / batch_size))
     return max(1, math.ceil(max(n_labelled, n_unlabelled) / (world * batch_size)))
 
 
-def epoch_plan(n_labelled: int, n_unlabelled: int, batch_size: int, world: int) -> dict:
+def epoch_plan(n_labelled: int, n_unlabelled: int, batch_size: int, world: int, fixed: int = 0) -> dict:
     """What one epoch is: its steps and how many times it goes over each pool (all ranks together).
     With many unlabelled clips an epoch is long and the labelled clips come round many times in it:
-    `--epochs` counts passes over the larger pool, not over the labels."""
-    steps = steps_per_epoch(n_labelled, n_unlabelled, batch_size, world)
-    if n_unlabelled == 0:     # one pass; with world ranks the last n_labelled % world clips wait for the next epoch
-        return {"steps": steps, "labelled_passes": world * (n_labelled // world) / n_labelled, "unlabelled_passes": 0.0}
+    `--epochs` counts passes over the larger pool, not over the labels, unless `fixed`
+    (--epoch-steps) sets the steps."""
+    steps = steps_per_epoch(n_labelled, n_unlabelled, batch_size, world, fixed)
+    plan = {"steps": steps, "fixed": bool(fixed)}
+    if n_unlabelled == 0 and not fixed:  # one pass; with world ranks the last n_labelled % world clips wait
+        return {**plan, "labelled_passes": world * (n_labelled // world) / n_labelled, "unlabelled_passes": 0.0}
     per_step = world * min(batch_size, n_labelled), world * min(batch_size, n_unlabelled)
-    return {"steps": steps, "labelled_passes": steps * per_step[0] / n_labelled,
-            "unlabelled_passes": steps * per_step[1] / n_unlabelled}
+    return {**plan, "labelled_passes": steps * per_step[0] / n_labelled,
+            "unlabelled_passes": steps * per_step[1] / n_unlabelled if n_unlabelled else 0.0}
 
 
 def describe_epoch(plan: dict, n_labelled: int, n_unlabelled: int) -> str:
     """The line train prints before its first epoch (epoch_plan in words)."""
+    fixed = " (--epoch-steps)" if plan.get("fixed") else ""
     if not n_unlabelled:
+        if fixed:
+            return (f"an epoch is {plan['steps']} steps{fixed}: the {n_labelled} labelled clips come round "
+                    f"{plan['labelled_passes']:.1f} times")
         return f"an epoch is {plan['steps']} steps: one pass over the {n_labelled} labelled clips"
-    line = (f"an epoch is {plan['steps']} steps of labelled + unlabelled clips: the {n_labelled} labelled come round "
-            f"{plan['labelled_passes']:.1f} times, the {n_unlabelled} unlabelled {plan['unlabelled_passes']:.1f}")
-    if plan["labelled_passes"] >= 4:
+    line = (f"an epoch is {plan['steps']} steps{fixed} of labelled + unlabelled clips: the {n_labelled} labelled come "
+            f"round {plan['labelled_passes']:.1f} times, the {n_unlabelled} unlabelled {plan['unlabelled_passes']:.1f}")
+    if plan["labelled_passes"] >= 4 and not fixed:
         line += (" (--epochs counts passes over the larger pool, so each epoch goes over the labels many times "
-                 "and the dev loss may pick an early one)")
+                 "and the dev loss may pick an early one; --epoch-steps sets the steps of an epoch)")
     return line
 
 
 def epoch_batches(n_labelled: int, n_unlabelled: int, batch_size: int, seed: int, epoch: int,
-                  rank: int = 0, world: int = 1) -> list:
+                  rank: int = 0, world: int = 1, fixed: int = 0) -> list:
     """[(labelled indices, unlabelled indices)] of one epoch on one rank, seeded by (seed, epoch).
 
     Without unlabelled clips: one pass over the labelled set in batches of batch_size (each
@@ -366,17 +379,22 @@ def epoch_batches(n_labelled: int, n_unlabelled: int, batch_size: int, seed: int
     the same clips): ceil(max(N_l, N_u) / (world * batch_size)) steps, each taking
     min(batch_size, N_l) labelled and min(batch_size, N_u) unlabelled clips from seeded
     permutations of each pool, concatenated and re-drawn when a pool runs out (the smaller pool
-    cycles; a batch that straddles two permutations may hold a clip twice)."""
-    if n_unlabelled == 0:
+    cycles; a batch that straddles two permutations may hold a clip twice).
+    `fixed` > 0 (--epoch-steps): `fixed` steps drawn the same way from both pools (with or without
+    unlabelled clips), so an epoch may cover part of a pool or go round it several times; each
+    epoch starts fresh permutations, so over epochs every clip is drawn about equally often."""
+    if n_unlabelled == 0 and not fixed:
         per_rank = n_labelled // world
         order = np.random.default_rng([seed, epoch]).permutation(n_labelled)[rank::world][:per_rank]
         steps = steps_per_epoch(n_labelled, 0, batch_size, world)
         empty = np.zeros(0, dtype=int)
         return [(order[step * batch_size:(step + 1) * batch_size], empty) for step in range(steps)]
-    steps = steps_per_epoch(n_labelled, n_unlabelled, batch_size, world)
+    steps = steps_per_epoch(n_labelled, n_unlabelled, batch_size, world, fixed)
 
     def stream(n, take, rng):                                 # permutations of range(n), end to end
         needed = steps * world * take
+        if not needed:
+            return np.zeros(0, dtype=int)
         return np.concatenate([rng.permutation(n) for _ in range(math.ceil(needed / n))])[:needed]
     b_l, b_u = min(batch_size, n_labelled), min(batch_size, n_unlabelled)
     labelled = stream(n_labelled, b_l, np.random.default_rng([seed, epoch, 1]))
@@ -473,7 +491,7 @@ def run_state(run_dir: Path) -> dict:
 
 
 # TrainConfig field -> its `edge-ladder train` flag (for the commands that messages print)
-FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "ladder": "--ladder",
+FLAGS = {"epochs": "--epochs", "epoch_steps": "--epoch-steps", "batch_size": "--batch-size", "lr": "--lr", "ladder": "--ladder",
          "modalities": "--modalities", "model_size": "--model-size", "modality_dropout": "--modality-dropout",
          "noise_std": "--noise-std", "lambdas": "--lambdas", "device": "--device", "amp": "--amp",
          "seed": "--seed", "progress": "--no-progress", "init_from": "--init-from",
@@ -731,7 +749,7 @@ def _train(config: TrainConfig) -> Path:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
 
-    plan = epoch_plan(len(labelled_clips), len(unlabelled_clips), config.batch_size, world)
+    plan = epoch_plan(len(labelled_clips), len(unlabelled_clips), config.batch_size, world, config.epoch_steps)
     n_steps = plan["steps"]
     total_steps = n_steps * config.epochs
     config_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
@@ -742,7 +760,7 @@ def _train(config: TrainConfig) -> Path:
     last_path = run_dir / "last.pt"
     if config.resume:
         state = torch.load(last_path, map_location=device, weights_only=True)
-        for key in ("model_size", "ladder", "modalities", "batch_size", "seed", "lr", "lambdas",
+        for key in ("epoch_steps", "model_size", "ladder", "modalities", "batch_size", "seed", "lr", "lambdas",
                     "noise_std", "modality_dropout", "weight_decay", "cross_lambda", "labelled_fraction",
                     "unlabelled", "fold", "select"):
             saved_value = state["train_config"].get(key, getattr(TrainConfig(), key))
@@ -791,7 +809,7 @@ def _train(config: TrainConfig) -> Path:
         # every epoch reseeds from (seed, epoch): resume gives the uninterrupted run's result
         torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + rank)
         batches = epoch_batches(len(labelled_clips), len(unlabelled_clips), config.batch_size, config.seed,
-                                epoch, rank, world)
+                                epoch, rank, world, config.epoch_steps)
         model.train()
         sums = {"loss": 0.0, "ce": 0.0, "denoise": 0.0}
         for step, (index, unlabelled_index) in enumerate(batches):
@@ -907,6 +925,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=EPOCHS, default=defaults.epochs,
                         help="passes over the train split (default %(default)s); with --resume, more than "
                              "before extends the run")
+    parser.add_argument("--epoch-steps", type=EPOCH_STEPS, default=defaults.epoch_steps, metavar="N",
+                        help="steps per epoch (dev evaluation and checkpoint after each); default 0: one pass over "
+                             "the larger of the labelled and unlabelled pools, which grows with --unlabelled")
     parser.add_argument("--batch-size", type=BATCH_SIZE, default=defaults.batch_size,
                         help="clips per step, >= 2 for batch norm (default %(default)s)")
     parser.add_argument("--lr", type=LEARNING_RATE, default=defaults.lr,
@@ -957,6 +978,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(features_dir=args.features_dir, out_dir=args.out, epochs=args.epochs,
+                       epoch_steps=args.epoch_steps,
                        batch_size=args.batch_size, lr=args.lr, ladder=args.ladder, modalities=args.modalities,
                        model_size=args.model_size, modality_dropout=args.modality_dropout,
                        noise_std=args.noise_std, lambdas=tuple(args.lambdas), resume=args.resume,

@@ -270,10 +270,12 @@ def test_unlabelled_directories_pass_through_and_resolve(ablation_features, tmp_
     make_features(tmp_path / "robot", actors=3, clips_per_actor=6, seed=5)
     monkeypatch.chdir(tmp_path)                       # a relative --unlabelled path
     command = ["ablate", str(ablation_features), "--out", "ab", "--ladder", "within", "--labelled-fraction", "0.5",
-               "--seeds", "0", "--epochs", "1", "--model-size", "tiny", "--unlabelled", "robot"]
+               "--seeds", "0", "--epochs", "1", "--model-size", "tiny", "--unlabelled", "robot", "--epoch-steps", "2"]
     assert cli_main(command) == 0
     row, = json.loads((tmp_path / "ab" / "ablation.json").read_text())["rows"]
     metrics = json.loads((tmp_path / "ab" / row["run_dir"] / "metrics.json").read_text())
+    assert metrics["train_config"]["epoch_steps"] == 2 and metrics["epoch_plan"]["steps"] == 2
+    assert "epoch_steps 2" in (tmp_path / "ab" / "ablation.md").read_text()
     assert metrics["train_config"]["unlabelled"] == [str(tmp_path / "robot")]
     assert row["unlabelled_clips"] == metrics["labelled"]["train"]["of"] - row["labelled_clips"] + 18
     capsys.readouterr()

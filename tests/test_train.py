@@ -511,7 +511,7 @@ def test_train_says_how_often_an_epoch_goes_over_the_labels(small_features, extr
     out = capsys.readouterr().out
     assert f"the {n_l} labelled come round {plan['labelled_passes']:.1f} times" in out
     assert "the dev loss may pick an early one" in out
-    assert epoch_plan(40, 0, 16, 1) == {"steps": 3, "labelled_passes": 1.0, "unlabelled_passes": 0.0}
+    assert epoch_plan(40, 0, 16, 1) == {"steps": 3, "fixed": False, "labelled_passes": 1.0, "unlabelled_passes": 0.0}
     # the plan counts what epoch_batches hands out, on every rank together (DDP: world 2)
     from edge_ladder.train import epoch_batches
     for n_l, n_u, world in ((6, 30, 1), (6, 30, 2), (40, 0, 1), (41, 0, 2), (30, 6, 2)):
@@ -521,6 +521,40 @@ def test_train_says_how_often_an_epoch_goes_over_the_labels(small_features, extr
         assert counted["labelled_passes"] == pytest.approx(sum(len(b[0]) for b in batches) / n_l)
         assert counted["unlabelled_passes"] == pytest.approx(sum(len(b[1]) for b in batches) / n_u if n_u else 0.0)
     assert describe_epoch(epoch_plan(40, 0, 16, 1), 40, 0) == "an epoch is 3 steps: one pass over the 40 labelled clips"
+
+
+def test_epoch_steps_fix_the_budget_whatever_the_pool(small_features, extra_unlabelled, tmp_path, capsys):
+    """--epoch-steps N: an epoch is N steps with or without recordings, so adding recordings
+    leaves the step budget and the dev-selection grain (one evaluation per epoch) as they were."""
+    from edge_ladder.train import epoch_batches, epoch_plan
+    for n_l, n_u, world in ((6, 30, 1), (6, 30, 2), (40, 0, 1), (41, 0, 2), (30, 6, 2), (6, 300, 1)):
+        batches = [b for rank in range(world) for b in epoch_batches(n_l, n_u, 4, 0, 3, rank, world, fixed=5)]
+        plan = epoch_plan(n_l, n_u, 4, world, fixed=5)
+        assert plan["steps"] == 5 and plan["fixed"] and len(batches) == 5 * world
+        assert all(len(l) == min(4, n_l) and len(u) == min(4, n_u) for l, u in batches)
+        assert plan["labelled_passes"] == pytest.approx(sum(len(b[0]) for b in batches) / n_l)
+        assert plan["unlabelled_passes"] == pytest.approx(sum(len(b[1]) for b in batches) / n_u if n_u else 0.0)
+        for rank in range(world):      # seeded by (seed, epoch): the same batches again, others next epoch
+            again = epoch_batches(n_l, n_u, 4, 0, 3, rank, world, fixed=5)
+            assert all(np.array_equal(a[1], b[1]) for a, b in zip(batches[rank * 5:], again))
+    # a short epoch over a big pool draws a fresh part of it each epoch: over epochs it covers it
+    drawn = np.concatenate([u for e in range(1, 21) for _, u in epoch_batches(6, 300, 4, 0, e, fixed=5)])
+    assert len(drawn) == 400 and len(set(drawn.tolist())) > 0.7 * 300
+    # the same run with and without recordings: the same steps, so the same learning-rate schedule
+    runs = {}
+    for name, extra in (("without", ()), ("with", (str(extra_unlabelled),))):
+        run_dir = train(tiny_config(small_features, tmp_path / name, epochs=2, labelled_fraction=0.25,
+                                    unlabelled=extra, batch_size=4, epoch_steps=3))
+        runs[name] = json.loads((run_dir / "metrics.json").read_text())
+    assert runs["with"]["epoch_plan"]["steps"] == runs["without"]["epoch_plan"]["steps"] == 3
+    assert [h["lr"] for h in runs["with"]["history"]] == [h["lr"] for h in runs["without"]["history"]]
+    assert runs["with"]["train_config"]["epoch_steps"] == 3
+    assert "an epoch is 3 steps (--epoch-steps) of labelled + unlabelled clips" in capsys.readouterr().out
+    with pytest.raises(EdgeLadderError, match="epoch_steps"):           # --resume refuses another epoch length
+        train(tiny_config(small_features, tmp_path / "with", epochs=3, labelled_fraction=0.25, batch_size=4,
+                          unlabelled=(str(extra_unlabelled),), epoch_steps=4, resume=True))
+    with pytest.raises(EdgeLadderError, match="--epoch-steps"):
+        TrainConfig(epoch_steps=-1)
 
 
 def test_the_none_baseline_sees_the_unlabelled_clips_through_batch_norm(small_features, extra_unlabelled, tmp_path):
