@@ -121,7 +121,7 @@ class TrainConfig:
         MODALITY_DROPOUT.check("--modality-dropout", self.modality_dropout)
         NOISE_STD.check("--noise-std", self.noise_std)
         SEED.check("--seed", self.seed)
-        NON_NEGATIVE.check("weight_decay", self.weight_decay)
+        NON_NEGATIVE.check("--weight-decay", self.weight_decay)
         NON_NEGATIVE_INT.check("stop_after_epoch", self.stop_after_epoch)
         POSITIVE_INT.check("eval_batch_size", self.eval_batch_size)
         check_torch_device("--device", self.device)
@@ -496,7 +496,7 @@ FLAGS = {"epochs": "--epochs", "epoch_steps": "--epoch-steps", "batch_size": "--
          "noise_std": "--noise-std", "lambdas": "--lambdas", "device": "--device", "amp": "--amp",
          "seed": "--seed", "progress": "--no-progress", "init_from": "--init-from",
          "cross_lambda": "--cross-lambda", "labelled_fraction": "--labelled-fraction", "unlabelled": "--unlabelled",
-         "fold": "--fold", "select": "--select"}
+         "fold": "--fold", "select": "--select", "weight_decay": "--weight-decay"}
 
 
 def command_line(config: TrainConfig, *extra: str) -> str:
@@ -938,6 +938,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train on both, or flag one modality absent throughout (default %(default)s)")
     parser.add_argument("--model-size", choices=("tiny", "small"), default=defaults.model_size,
                         help="tiny: tests; small: demo and default (default %(default)s)")
+    parser.add_argument("--weight-decay", type=NON_NEGATIVE, default=defaults.weight_decay,
+                        help="Adam's L2 penalty (torch.optim.Adam weight_decay), >= 0 (default %(default)s)")
     parser.add_argument("--modality-dropout", type=MODALITY_DROPOUT, default=defaults.modality_dropout,
                         help="per-sample probability of dropping one modality, in [0, 0.5) (default %(default)s)")
     parser.add_argument("--noise-std", type=NOISE_STD, default=defaults.noise_std,
@@ -981,6 +983,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        epoch_steps=args.epoch_steps,
                        batch_size=args.batch_size, lr=args.lr, ladder=args.ladder, modalities=args.modalities,
                        model_size=args.model_size, modality_dropout=args.modality_dropout,
+                       weight_decay=args.weight_decay,
                        noise_std=args.noise_std, lambdas=tuple(args.lambdas), resume=args.resume,
                        force=args.force, init_from=args.init_from, device=args.device, amp=args.amp,
                        seed=args.seed, progress=not args.no_progress, cross_lambda=args.cross_lambda,

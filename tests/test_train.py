@@ -1,4 +1,5 @@
 """edge_ladder.train and edge_ladder.evaluate on the session's tiny run."""
+import dataclasses
 import json
 import math
 
@@ -624,3 +625,22 @@ def test_resume_is_bit_exact_with_unlabelled_batches(small_features, extra_unlab
         torch.testing.assert_close(b[name], value, atol=1e-6, rtol=1e-6, msg=name)
     with pytest.raises(EdgeLadderError, match="unlabelled"):
         train(tiny_config(small_features, resumed, resume=True, **dict(settings, unlabelled=())))
+
+
+def test_every_setting_has_a_flag_that_round_trips():
+    """The commands train prints (interrupted_message, command_line) rebuild the same run: every
+    TrainConfig setting a user can change has its flag, and parsing the printed command gives
+    the config back (a setting without a flag, like weight_decay once, could not be resumed)."""
+    import shlex
+    from edge_ladder.argtypes import OneLineParser
+    from edge_ladder.train import FLAGS, add_arguments, command_line, config_from_args
+    internal = {"features_dir", "out_dir", "resume", "force", "stop_after_epoch", "eval_batch_size"}
+    assert set(FLAGS) == {f.name for f in dataclasses.fields(TrainConfig)} - internal
+    config = TrainConfig(features_dir="feat dir", out_dir="out", epochs=7, epoch_steps=13, batch_size=8, lr=3e-4,
+                         ladder="within", modalities="audio", model_size="tiny", modality_dropout=0.2,
+                         noise_std=0.5, lambdas=(0.5, 2.0), device="cpu", amp=False, seed=4, progress=False,
+                         init_from="a.pt", cross_lambda=0.25, labelled_fraction=0.1, unlabelled=("r1", "r 2"),
+                         fold=2, select="last", weight_decay=1e-4)
+    parser = OneLineParser(prog="train")
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args(shlex.split(command_line(config))[2:])) == config
