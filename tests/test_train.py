@@ -512,6 +512,8 @@ def test_train_says_how_often_an_epoch_goes_over_the_labels(small_features, extr
     out = capsys.readouterr().out
     assert f"the {n_l} labelled come round {plan['labelled_passes']:.1f} times" in out
     assert "the dev loss may pick an early one" in out
+    own = math.ceil(max(n_l, metrics["labelled"]["unlabelled"]["train_clips"]) / 4)      # without the recordings
+    assert plan["steps"] > own and f"the checkpoint is chosen once per epoch: --epoch-steps {own} keeps" in out
     assert epoch_plan(40, 0, 16, 1) == {"steps": 3, "fixed": False, "labelled_passes": 1.0, "unlabelled_passes": 0.0}
     # the plan counts what epoch_batches hands out, on every rank together (DDP: world 2)
     from edge_ladder.train import epoch_batches

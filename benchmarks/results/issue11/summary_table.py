@@ -8,20 +8,24 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-# (file, its label, and what the label says: labelled fraction, epochs, with --unlabelled recordings);
+# (file, its label, and what the label says: labelled fraction, epochs, with --unlabelled recordings,
+# --epoch-steps (0: one pass over the larger pool));
 # load() refuses a file whose recorded settings say otherwise, so no row is mislabelled
 RUNS = [
-    ("ablation-f0.05-face-grid.json", "5 % labels (36 clips)", (0.05, 5, False)),
-    ("ablation-f0.05-5seeds-face-grid.json", "5 %, seeds 3-4 added after seeing the row above", (0.05, 5, False)),
+    ("ablation-f0.05-face-grid.json", "5 % labels (36 clips)", (0.05, 5, False, 0)),
+    ("ablation-f0.05-5seeds-face-grid.json", "5 %, seeds 3-4 added after seeing the row above", (0.05, 5, False, 0)),
     ("ablation-f0.05-robot-unlabelled.json", "5 % + the recordings of the 10 % row below (`--unlabelled`)",
-     (0.05, 5, True)),
-    ("ablation-f0.1-face-grid.json", "**10 % labels (72 clips)**: the issue's setting", (0.1, 5, False)),
-    ("ablation-f0.1-10ep-face-grid.json", "10 %, 10 epochs", (0.1, 10, False)),
+     (0.05, 5, True, 0)),
+    ("ablation-f0.1-face-grid.json", "**10 % labels (72 clips)**: the issue's setting", (0.1, 5, False, 0)),
+    ("ablation-f0.1-10ep-face-grid.json", "10 %, 10 epochs", (0.1, 10, False, 0)),
     ("ablation-f0.1-14ep-face-grid.json", "10 %, 14 epochs (574 steps: the next row's 580, without its recordings)",
-     (0.1, 14, False)),
+     (0.1, 14, False, 0)),
     ("ablation-f0.1-robot-unlabelled.json",
-     "10 % + 1,200 unlabelled recordings of 30 other actors (`--unlabelled`, 40 min)", (0.1, 5, True)),
-    ("ablation-f1-face-grid.json", "100 % labels (720 clips)", (1.0, 5, False)),
+     "10 % + 1,200 unlabelled recordings of 30 other actors (`--unlabelled`, 40 min)", (0.1, 5, True, 0)),
+    ("ablation-f0.1-robot-unlabelled-es41.json",
+     "10 % + the same recordings, 14 epochs of 41 steps (`--epoch-steps 41`: the 14-epoch row's steps and "
+     "selection grain)", (0.1, 14, True, 41)),
+    ("ablation-f1-face-grid.json", "100 % labels (720 clips)", (1.0, 5, False, 0)),
 ]
 EXPECTED = {name: expected for name, _, expected in RUNS}
 
@@ -30,11 +34,12 @@ def load(name) -> dict:
     """An ablate summary of this folder, complete and with the settings its label claims."""
     summary = json.loads((HERE / name).read_text())
     settings = summary["settings"]
-    found = (settings["labelled_fractions"], settings["train"]["epochs"], bool(settings["train"]["unlabelled"]))
-    fraction, epochs, recordings = EXPECTED[name]
-    if not summary["complete"] or found != ([fraction], epochs, recordings):
-        raise SystemExit(f"{name}: complete={summary['complete']}, (fractions, epochs, recordings) = {found}; "
-                         f"its label says ([{fraction}], {epochs}, {recordings})")
+    train = settings["train"]
+    found = (settings["labelled_fractions"], train["epochs"], bool(train["unlabelled"]), train.get("epoch_steps", 0))
+    fraction, epochs, recordings, epoch_steps = EXPECTED[name]
+    if not summary["complete"] or found != ([fraction], epochs, recordings, epoch_steps):
+        raise SystemExit(f"{name}: complete={summary['complete']}, (fractions, epochs, recordings, epoch_steps) = "
+                         f"{found}; its label says ([{fraction}], {epochs}, {recordings}, {epoch_steps})")
     return summary
 
 
@@ -55,6 +60,10 @@ ACROSS = [
     ("ablation-f0.1-robot-unlabelled.json", "ablation-f0.1-face-grid.json", "+ recordings - 10 % (5 epochs)"),
     ("ablation-f0.1-robot-unlabelled.json", "ablation-f0.1-14ep-face-grid.json",
      "+ recordings - 10 % at the same step count (14 epochs)"),
+    ("ablation-f0.1-robot-unlabelled-es41.json", "ablation-f0.1-14ep-face-grid.json",
+     "+ recordings - 10 % at the same steps and selection grain (14 x 41 steps, `--epoch-steps 41`)"),
+    ("ablation-f0.1-robot-unlabelled-es41.json", "ablation-f0.1-robot-unlabelled.json",
+     "both with the recordings: 14 epochs of 41 steps - 5 epochs of 116 (574 vs 580 steps)"),
 ]
 
 
