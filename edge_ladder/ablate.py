@@ -251,6 +251,16 @@ def settings_difference(train_config, recorded: dict, recorded_features: dict | 
     return differences
 
 
+def selection_difference(train_config, recorded) -> list[str]:
+    """[] when a run's labelled clips were chosen as select_labelled chooses them now (or every
+    clip is labelled); else what differs (an earlier edge-ladder stratified otherwise)."""
+    from .train import STRATIFIED_BY
+    if train_config.labelled_fraction >= 1 or recorded == STRATIFIED_BY:
+        return []
+    return [f"labelled clips stratified by {' and '.join(recorded or ['emotion', 'actor'])} (this ablation: "
+            f"by {', then '.join(STRATIFIED_BY)})"]
+
+
 def run_status(train_config, features: dict) -> tuple[str, list[str]]:
     """(status, differences) of a run directory: "finished" (metrics.json with these settings),
     "resume" (last.pt with these settings, no metrics.json), "restart" (files of a run that saved
@@ -261,12 +271,14 @@ def run_status(train_config, features: dict) -> tuple[str, list[str]]:
         metrics = json.loads(metrics_path.read_text())
         differences = settings_difference(train_config, metrics.get("train_config", {}),
                                           metrics.get("data", {}).get("features"), features)
+        differences += selection_difference(train_config, metrics.get("labelled", {}).get("stratified_by"))
         return ("other" if differences else "finished"), differences
     if last_path.exists():
         from ._deps import require
         state = require("torch").load(last_path, map_location="cpu", weights_only=True)
         differences = settings_difference(train_config, state.get("train_config", {}), state.get("features"),
                                           features)
+        differences += selection_difference(train_config, state.get("stratified_by"))
         return ("other" if differences else "resume"), differences
     from .train import RUN_FILES
     if any((run_dir / name).exists() for name in RUN_FILES):

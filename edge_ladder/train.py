@@ -12,7 +12,7 @@ checkpoint by dev loss (or the last: --select last), and writes
                              fraction, seed; the unlabelled pool's size and directories
 
 Semi-supervised (issue 11): `--labelled-fraction F` keeps the labels of round(F * N) train clips,
-stratified by (emotion, actor) and fixed by --seed (select_labelled); the other train clips and
+stratified by emotion, then actor, and fixed by --seed (select_labelled); the other train clips and
 every clip of the `--unlabelled FEATURES_DIR` directories form the unlabelled pool. Each step
 runs ONE forward over concat(labelled batch, unlabelled batch): cross-entropy on the labelled
 rows, batch statistics and denoising costs over all rows (--ladder none too: the lambda = 0
@@ -230,44 +230,58 @@ def normalisation_stats(clips) -> dict:
 
 def select_labelled(clips, fraction: float, seed: int) -> np.ndarray:
     """Indices (sorted) of the clips whose labels are kept: round(fraction * N) of them,
-    stratified by (emotion, actor), fixed by `seed`.
+    stratified by emotion, then by actor within each emotion, fixed by `seed`.
 
-    Each (emotion, actor) group of n clips gets floor(fraction * n) or that + 1 labels: the
-    groups that round up are drawn (seeded) with probability proportional to the fractional
-    part, until the total is round(fraction * N). Every emotion present keeps >= 1 label (the
-    total is then at least the number of emotions: one taken from the emotion with the most).
-    Which clips of a group keep their label is a seeded permutation. fraction 1: every clip."""
+    Each emotion of n_e clips gets floor(fraction * n_e) or that + 1 labels (the emotions that
+    round up drawn, seeded, with probability proportional to the fractional part, until the
+    total is round(fraction * N)); every emotion present keeps >= 1 label (the total is then at
+    least the number of emotions: one taken from the emotion with the most). An emotion's c_e
+    labels are shared out over its actors the same way (actor a of s_a clips: floor or ceil of
+    c_e * s_a / n_e), and which clips of an (emotion, actor) group keep their label is a seeded
+    permutation. fraction 1: every clip. (Before, the draw was over (emotion, actor) groups
+    directly, which at 5 % left one emotion 1 label and another 12.)"""
     n = len(clips)
     if fraction >= 1.0:
         return np.arange(n)
-    rng = np.random.default_rng([seed, 104_729])           # its own stream: independent of the loop's
+    rng = np.random.default_rng([seed, 104_729, 2])        # its own stream: independent of the loop's
     groups = {}
     for i, clip in enumerate(clips):
-        groups.setdefault((int(clip.label), str(clip.actor)), []).append(i)
-    keys = sorted(groups)
-    sizes = np.array([len(groups[k]) for k in keys])
-    quota = fraction * sizes                                                 # (G,)
-    counts = np.floor(quota).astype(int)
-    emotions = sorted({k[0] for k in keys})
-    total = max(int(round(fraction * n)), len(emotions))
+        groups.setdefault(int(clip.label), {}).setdefault(str(clip.actor), []).append(i)
+    emotions = sorted(groups)
+    sizes = np.array([sum(map(len, groups[e].values())) for e in emotions])
+    per_emotion = apportion(fraction * sizes, max(int(round(fraction * n)), len(emotions)), sizes, rng)
+    for e in np.flatnonzero(per_emotion == 0):               # every emotion keeps >= 1 label
+        per_emotion[e] = 1
+        richest = int(np.argmax(per_emotion))
+        if per_emotion.sum() > max(int(round(fraction * n)), len(emotions)) and per_emotion[richest] > 1:
+            per_emotion[richest] -= 1
+    keep = []
+    for emotion, count in zip(emotions, per_emotion):
+        actors = sorted(groups[emotion])
+        members = [groups[emotion][a] for a in actors]
+        actor_sizes = np.array([len(m) for m in members])
+        counts = apportion(count * actor_sizes / actor_sizes.sum(), int(count), actor_sizes, rng)
+        keep += [i for m, c in zip(members, counts) for i in rng.permutation(m)[:c]]
+    return np.sort(np.array(keep, dtype=int))
+
+
+def apportion(quota: np.ndarray, total: int, sizes: np.ndarray, rng) -> np.ndarray:
+    """Integer counts, each floor(quota) or that + 1 (at most sizes), summing to `total`: the
+    groups that round up drawn without replacement, with probability proportional to the
+    fractional part of their quota."""
+    counts = np.minimum(np.floor(quota).astype(int), sizes)
     extra = total - int(counts.sum())
     if extra > 0:
         room = counts < sizes
         weight = np.where(room, quota - counts + 1e-9, 0.0)
-        chosen = rng.choice(len(keys), size=min(extra, int(room.sum())), replace=False, p=weight / weight.sum())
+        chosen = rng.choice(len(quota), size=min(extra, int(room.sum())), replace=False, p=weight / weight.sum())
         counts[chosen] += 1
-    for emotion in emotions:                                 # every emotion keeps >= 1 label
-        mine = [g for g, k in enumerate(keys) if k[0] == emotion]
-        if counts[mine].sum() > 0:
-            continue
-        counts[max(mine, key=lambda g: (sizes[g], -g))] += 1
-        per_emotion = {e: counts[[g for g, k in enumerate(keys) if k[0] == e]].sum() for e in emotions}
-        richest = max(emotions, key=lambda e: per_emotion[e])
-        if counts.sum() > total and per_emotion[richest] > 1:
-            donors = [g for g, k in enumerate(keys) if k[0] == richest and counts[g] > 0]
-            counts[max(donors, key=lambda g: (counts[g], -g))] -= 1
-    keep = [i for g, key in enumerate(keys) for i in rng.permutation(groups[key])[:counts[g]]]
-    return np.sort(np.array(keep, dtype=int))
+    return counts
+
+
+# how select_labelled stratifies (labelled.json, metrics.json, last.pt): runs whose record says
+# otherwise were trained on another labelled subset; --resume and ablate refuse to mix them
+STRATIFIED_BY = ["emotion", "actor within emotion"]
 
 
 def labelled_summary(clips, index) -> dict:
@@ -725,7 +739,7 @@ def _train(config: TrainConfig) -> Path:
     select_clips = [dev_clips[i] for i in dev_keep]
     select_labels = np.array([c.label for c in select_clips])
     labelled_record = {"fraction": config.labelled_fraction, "seed": config.seed,
-                       "stratified_by": ["emotion", "actor"],
+                       "stratified_by": STRATIFIED_BY,
                        "train": labelled_summary(train_clips, keep), "dev": labelled_summary(dev_clips, dev_keep),
                        "unlabelled": {"train_clips": len(train_clips) - len(keep), "directories": extra_record,
                                       "total": len(unlabelled_clips)}}
@@ -776,6 +790,11 @@ def _train(config: TrainConfig) -> Path:
                 raise EdgeLadderError(f"--resume: {last_path} was trained with {key}={saved_value!r}, "
                                       f"this run asks for {config_dict[key]!r}. Use the same settings or a new --out.")
         check_resume_features(state, features, last_path)
+        if config.labelled_fraction < 1 and state.get("stratified_by") != STRATIFIED_BY:
+            raise EdgeLadderError(f"--resume: {last_path} kept the labels of clips chosen by an earlier edge-ladder "
+                                  f"(stratified by {' and '.join(state.get('stratified_by') or ['emotion', 'actor'])}"
+                                  f"; now by {', then '.join(STRATIFIED_BY)}): other labelled clips. Start over "
+                                  f"with --force or train into a new --out.")
         saved_extra = [d.get("manifest_sha256") for d in state.get("unlabelled_features", [])]
         if saved_extra != [d["manifest_sha256"] for d in extra_record]:
             raise EdgeLadderError(f"--resume: the --unlabelled directories' manifests differ from the ones {last_path} "
@@ -867,7 +886,8 @@ def _train(config: TrainConfig) -> Path:
                         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                         "best_dev_loss": best_dev_loss, "best_epoch": best_epoch, "history": history,
                         "train_config": config_dict, "features": features, "extensions": extensions,
-                        "unlabelled_features": extra_record, "init_from": init_from}, last_path)
+                        "unlabelled_features": extra_record, "init_from": init_from,
+                        "stratified_by": STRATIFIED_BY}, last_path)
             line = (f"epoch {epoch:3d}/{config.epochs}  train loss {sums['loss']:.3f} (ce {sums['ce']:.3f}, "
                     f"denoise {sums['denoise']:.3f})  dev loss {dev_loss:.3f}  dev macro-F1 {dev_f1:.3f}  "
                     "layer-0 PR " + "/".join("-" if collapse[m] is None else f"{collapse[m]:.1f}" for m in ("audio", "face")))

@@ -297,3 +297,21 @@ def test_force_retrains_runs_with_other_settings(finished_ablation, tmp_path):
     metrics = json.loads((tmp_path / "runs" / name / "metrics.json").read_text())
     assert metrics["train_config"]["epochs"] == 2 and len(metrics["history"]) == 2
     assert again["runs_finished"] == 1 and "--force: deleted" in (tmp_path / "runs" / name / "train.log").read_text()
+
+
+def test_runs_of_the_earlier_labelled_selection_are_not_mixed_in(finished_ablation, tmp_path):
+    """select_labelled stratifies by emotion, then actor; a finished run whose record says it kept
+    the labels the earlier (emotion, actor) draw chose trained on other labelled clips: refused."""
+    import shutil
+    config, _, _ = finished_ablation
+    name = "none_f0.5_s0_kprepared"
+    shutil.copytree(ablate_module.Path(config.out_dir) / "runs" / name, tmp_path / "runs" / name)
+    metrics_path = tmp_path / "runs" / name / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    one_run = dict(ladders=("none",), labelled_fractions=(0.5,), seeds=(0,), train={"epochs": 1, "model_size": "tiny"})
+    assert ablate(grid(config.features_dir, tmp_path, **one_run))["runs_finished"] == 1     # today's record: kept
+    metrics["labelled"]["stratified_by"] = ["emotion", "actor"]
+    metrics_path.write_text(json.dumps(metrics))
+    with pytest.raises(EdgeLadderError, match="labelled clips stratified by emotion and actor \\(this ablation: by "
+                                              "emotion, then actor within emotion\\)"):
+        ablate(grid(config.features_dir, tmp_path, **one_run))
