@@ -726,7 +726,7 @@ def _train(config: TrainConfig) -> Path:
     if len(train_clips) < 2 or not dev_clips:
         raise EdgeLadderError(f"{features_dir}: need >= 2 train clips and >= 1 dev clip; got "
                               f"{len(train_clips)} train, {len(dev_clips)} dev. Generate more actors.")
-    # the labelled subset (stratified by emotion and actor, fixed by seed); the rest of the train
+    # the labelled subset (stratified by emotion, then actor; fixed by seed); the rest of the train
     # split joins the unlabelled pool with the --unlabelled directories' clips
     keep = select_labelled(train_clips, config.labelled_fraction, config.seed)
     kept = set(keep.tolist())
