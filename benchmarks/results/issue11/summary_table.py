@@ -12,7 +12,7 @@ HERE = Path(__file__).parent
 # --epoch-steps (0: one pass over the larger pool));
 # load() refuses a file whose recorded settings say otherwise, so no row is mislabelled
 RUNS = [
-    ("ablation-f0.02-face-grid.json", "2 % labels (14 clips, 2-3 per emotion; 3 of 27 runs at chance)",
+    ("ablation-f0.02-face-grid.json", "2 % labels (14 clips; 3 of 27 runs at chance)",
      (0.02, 5, False, 0)),
     ("ablation-f0.05-face-grid.json", "5 % labels (36 clips)", (0.05, 5, False, 0)),
     ("ablation-f0.05-5seeds-face-grid.json", "5 %, seeds 3-4 added after seeing the row above", (0.05, 5, False, 0)),
